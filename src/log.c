@@ -1,0 +1,143 @@
+/*
+ * Log sink: stderr with a UTC timestamp in the foreground, syslog(3) with
+ * LOG_MAIL otherwise.  Messages are format-checked at compile time; values
+ * that came from the network must go through log_safe() first so a peer
+ * cannot forge log lines or break key=value parsing.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+static bool log_stderr = true;
+static enum log_level log_level = LOG_LEVEL_INFO;
+static const char *log_ident = "mxedge";
+
+void
+log_init(const char *ident, bool to_stderr, enum log_level level)
+{
+	log_ident = ident;
+	log_stderr = to_stderr;
+	log_level = level;
+	if (!to_stderr)
+		openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
+}
+
+void
+log_set_level(enum log_level level)
+{
+	log_level = level;
+}
+
+bool
+log_enabled(enum log_level level)
+{
+	return level <= log_level;
+}
+
+static void
+log_emit(enum log_level level, const char *errstr, const char *fmt, va_list ap)
+{
+	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
+	static const char *const name[] = { "error", "warn", "info", "debug" };
+	char msg[2048];
+	int saved = errno;
+
+	if (!log_enabled(level))
+		return;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (log_stderr) {
+		char ts[32];
+		struct timespec now;
+		struct tm tm;
+
+		clock_gettime(CLOCK_REALTIME, &now);
+		gmtime_r(&now.tv_sec, &tm);
+		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+		fprintf(stderr, "%s.%03ldZ %s[%ld] %s: %s%s%s\n", ts, now.tv_nsec / 1000000L,
+		    log_ident, (long)getpid(), name[level], msg, errstr ? ": " : "",
+		    errstr ? errstr : "");
+		fflush(stderr);
+	} else
+		syslog(prio[level], "%s: %s%s%s", name[level], msg, errstr ? ": " : "",
+		    errstr ? errstr : "");
+	errno = saved;
+}
+
+#define LOG_FN(fn, level, witherr)					\
+void									\
+fn(const char *fmt, ...)						\
+{									\
+	va_list ap;							\
+	const char *e = (witherr) ? strerror(errno) : NULL;		\
+									\
+	va_start(ap, fmt);						\
+	log_emit(level, e, fmt, ap);					\
+	va_end(ap);							\
+}
+
+LOG_FN(log_info, LOG_LEVEL_INFO, 0)
+LOG_FN(log_debug, LOG_LEVEL_DEBUG, 0)
+LOG_FN(log_warn, LOG_LEVEL_WARN, 1)
+LOG_FN(log_warnx, LOG_LEVEL_WARN, 0)
+LOG_FN(log_error, LOG_LEVEL_ERROR, 0)
+
+void
+log_fatal(const char *fmt, ...)
+{
+	va_list ap;
+	const char *e = strerror(errno);
+
+	va_start(ap, fmt);
+	log_emit(LOG_LEVEL_ERROR, e, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void
+log_fatalx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_emit(LOG_LEVEL_ERROR, NULL, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+const char *
+log_safe(char *buf, size_t size, const void *p, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *s = p;
+	size_t o = 0, i;
+
+	if (size == 0)
+		return buf;
+	for (i = 0; i < len; i++) {
+		unsigned char c = s[i];
+
+		if (c > 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '=') {
+			if (o + 1 >= size)
+				break;
+			buf[o++] = (char)c;
+		} else {
+			if (o + 4 >= size)
+				break;
+			buf[o++] = '\\';
+			buf[o++] = 'x';
+			buf[o++] = hex[c >> 4];
+			buf[o++] = hex[c & 15];
+		}
+	}
+	buf[o] = '\0';
+	return buf;
+}
