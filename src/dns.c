@@ -237,11 +237,17 @@ dns_new(struct event_base *base, const char *resolver, char *err, size_t errsize
 	 * Our server is a forwarder, often on loopback (127.0.0.53, or a test
 	 * server), which unbound refuses by default.  No trust anchor is
 	 * configured, so the validator would only cost time: iterator alone.
+	 * Unbound answers the reserved "test." (RFC 6761) NXDOMAIN itself; we
+	 * let the server answer it, as test and staging zones live there.
+	 * ("nodefault" cannot be set through ub_ctx_set_option in 1.17: the
+	 * library keeps the whole "name nodefault" string as the name.)
 	 */
 	if ((r = ub_ctx_set_option(dns->ctx, "do-not-query-localhost:", "no")) != 0)
 		what = "do-not-query-localhost";
 	else if ((r = ub_ctx_set_option(dns->ctx, "module-config:", "iterator")) != 0)
 		what = "module-config";
+	else if ((r = ub_ctx_set_option(dns->ctx, "local-zone:", "test. transparent")) != 0)
+		what = "local-zone";
 	else if (resolver == NULL || strcmp(resolver, "system") == 0) {
 		if ((r = ub_ctx_resolvconf(dns->ctx, NULL)) != 0)
 			what = "/etc/resolv.conf";
@@ -250,7 +256,11 @@ dns_new(struct event_base *base, const char *resolver, char *err, size_t errsize
 	} else if ((r = ub_ctx_set_fwd(dns->ctx, resolver)) != 0)
 		what = "resolver";
 	if (what != NULL) {
-		snprintf(err, errsize, "%s: %s", what, ub_strerror(r));
+		if (strcmp(what, "resolver") == 0)
+			snprintf(err, errsize, "resolver '%s': %s (want system, ADDRESS or "
+			    "ADDRESS@PORT)", resolver, ub_strerror(r));
+		else
+			snprintf(err, errsize, "%s: %s", what, ub_strerror(r));
 		ub_ctx_delete(dns->ctx);
 		free(dns);
 		return NULL;

@@ -79,6 +79,7 @@ struct io {
 	bool redeliver;
 	bool shut_req;
 	bool shut_done;
+	size_t plain_left;		/* TLS_FLUSH: plaintext still to send */
 	int connect_errno;		/* result for the loop to report; -1 none */
 
 	struct tls_conn *tls;
@@ -596,9 +597,12 @@ io_written(struct io *io, bool progress)
 {
 	if (progress)
 		io_activity(io, true);
-	if (io->tls_wlen == 0 && evbuffer_get_length(io->out) == 0) {
-		if (io->state == IO_STATE_TLS_FLUSH)
+	if (io->state == IO_STATE_TLS_FLUSH) {
+		if (io->plain_left == 0)
 			return io_handshake_begin(io);
+		return true;
+	}
+	if (io->tls_wlen == 0 && evbuffer_get_length(io->out) == 0) {
 		if (io->shut_req && !io->shut_done && !io_shutdown_step(io))
 			return false;
 	}
@@ -617,24 +621,36 @@ io_flush_plain(struct io *io)
 	struct evbuffer_iovec v[IO_IOV_MAX];
 	struct iovec iov[IO_IOV_MAX];
 	struct msghdr msg;
-	size_t total, sent = 0;
+	size_t limit, total, sent = 0;
 	ssize_t r;
 	bool progress = false;
 	int i, n;
 
-	while (evbuffer_get_length(io->out) > 0 && sent < IO_BURST) {
-		n = evbuffer_peek(io->out, -1, NULL, v, IO_IOV_MAX);
+	for (;;) {
+		/*
+		 * Before a handshake only the bytes queued before STARTTLS go
+		 * out in plaintext; anything queued since waits for TLS.
+		 */
+		limit = evbuffer_get_length(io->out);
+		if (io->state == IO_STATE_TLS_FLUSH && limit > io->plain_left)
+			limit = io->plain_left;
+		if (limit == 0 || sent >= IO_BURST)
+			break;
+		n = evbuffer_peek(io->out, (ev_ssize_t)limit, NULL, v,
+		    IO_IOV_MAX);
 		if (n > IO_IOV_MAX)
 			n = IO_IOV_MAX;
 		total = 0;
-		for (i = 0; i < n; i++) {
+		for (i = 0; i < n && total < limit; i++) {
 			iov[i].iov_base = v[i].iov_base;
 			iov[i].iov_len = v[i].iov_len;
-			total += v[i].iov_len;
+			if (iov[i].iov_len > limit - total)
+				iov[i].iov_len = limit - total;
+			total += iov[i].iov_len;
 		}
 		memset(&msg, 0, sizeof(msg));
 		msg.msg_iov = iov;
-		msg.msg_iovlen = (size_t)n;
+		msg.msg_iovlen = (size_t)i;
 		/* MSG_NOSIGNAL: a vanished peer is an error, not a signal. */
 		r = sendmsg(io->fd, &msg, MSG_NOSIGNAL);
 		if (r == -1) {
@@ -646,6 +662,8 @@ io_flush_plain(struct io *io)
 			    strerror(errno));
 		}
 		(void)evbuffer_drain(io->out, (size_t)r);
+		if (io->state == IO_STATE_TLS_FLUSH)
+			io->plain_left -= (size_t)r;
 		sent += (size_t)r;
 		progress = true;
 		if ((size_t)r < total)
@@ -1145,7 +1163,8 @@ io_start_tls(struct io *io, struct tls_creds *creds, bool server,
 	io->hs_want = io->tls_rwant = io->tls_wwant = 0;
 	io->tls_wlen = 0;
 	io->redeliver = false;
-	if (evbuffer_get_length(io->out) > 0)
+	io->plain_left = evbuffer_get_length(io->out);
+	if (io->plain_left > 0)
 		io->state = IO_STATE_TLS_FLUSH;
 	else {
 		io->state = IO_STATE_HANDSHAKE;

@@ -334,10 +334,12 @@ main(int argc, char **argv)
 		return 1;
 	if (conf_load(path, c, err, sizeof(err)) == -1) {
 		fprintf(stderr, "mxedged: %s\n", err);
+		free(c);
 		return 1;
 	}
 	if (check_only) {
 		printf("mxedged: %s: configuration OK\n", path);
+		free(c);
 		return 0;
 	}
 

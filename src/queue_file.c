@@ -517,7 +517,7 @@ get_i64(const unsigned char *v, uint32_t n, int64_t *out)
 static int
 rcpt_get(const unsigned char *v, uint32_t vlen, struct queue_rcpt *r)
 {
-	unsigned int seen = 0, x;
+	unsigned int seen = 0, x = 0;
 	uint32_t off = 0;
 
 	while (off < vlen) {
@@ -580,7 +580,7 @@ envelope_get(const unsigned char *p, size_t end, struct queue_envelope *env)
 {
 	uint64_t seen = 0;
 	size_t off, n = 0;
-	unsigned int x;
+	unsigned int x = 0;
 
 	for (off = QF_HDR_LEN; off < end; ) {
 		uint32_t vlen;

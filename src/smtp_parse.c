@@ -707,7 +707,7 @@ smtp_command_parse(const char *line, size_t len, unsigned int flags, struct smtp
 	size_t i, vend, alen;
 
 	memset(out, 0, sizeof(*out));
-	if (len > SMTP_LINE_MAX - 2)
+	if (len > SMTP_COMMAND_MAX - 2)
 		return fail(err, 500, "5.5.2", "Line too long");
 	for (i = 0; i < len; i++)
 		if (s[i] == '\0' || s[i] == '\r' || s[i] == '\n')
@@ -722,6 +722,8 @@ smtp_command_parse(const char *line, size_t len, unsigned int flags, struct smtp
 		}
 	if (out->cmd == SMTP_CMD_UNKNOWN)
 		return fail(err, 500, "5.5.2", "Command unrecognized");
+	if (len > SMTP_LINE_MAX - 2 && out->cmd != SMTP_CMD_MAIL && out->cmd != SMTP_CMD_RCPT)
+		return fail(err, 500, "5.5.2", "Line too long");
 
 	a = s + vend;
 	alen = len - vend;

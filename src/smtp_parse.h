@@ -17,6 +17,13 @@
 
 /* RFC 5321 §4.5.3.1 limits, in octets. */
 #define SMTP_LINE_MAX 512		/* command line, including CRLF */
+/*
+ * Extensions may lengthen command lines (RFC 5321 §4.5.3.1.4): DSN adds
+ * 100 octets to MAIL and 500 to RCPT (RFC 3461 §4), SIZE 26 to MAIL (RFC
+ * 1870).  MAIL and RCPT lines may be this long, CRLF included, so the
+ * session's line splitter should use it; other commands keep SMTP_LINE_MAX.
+ */
+#define SMTP_COMMAND_MAX 1024
 #define SMTP_LOCAL_MAX 64		/* local part, as given (quotes included) */
 #define SMTP_DOMAIN_MAX 255		/* domain or address literal */
 #define SMTP_PATH_MAX 256		/* "<" [source route ":"] mailbox ">" */
@@ -139,7 +146,7 @@ struct smtp_command {
 
 /*
  * Parse one command line, given WITHOUT its CRLF (at most SMTP_LINE_MAX - 2
- * octets).  Fills *out (views point into line) and returns 0, or returns -1
+ * octets, SMTP_COMMAND_MAX - 2 for MAIL and RCPT).  Fills *out (views point into line) and returns 0, or returns -1
  * with *err set to the reply to send; out->cmd is still set when the verb
  * was recognised.  NUL, CR and LF anywhere are refused.  Paths: RFC 5321
  * syntax and limits, checked before anything is copied; non-ASCII needs
@@ -195,7 +202,7 @@ enum smtp_line_result {
 #define SMTP_LINE_TOO_LONG	0x08u
 
 struct smtp_line_splitter {
-	size_t max;		/* including CRLF; SMTP_LINE_MAX for commands */
+	size_t max;		/* including CRLF; SMTP_COMMAND_MAX for commands */
 	bool discarding;	/* inside an over-long line */
 	unsigned int errors;	/* carried while discarding */
 };
