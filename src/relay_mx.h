@@ -96,7 +96,7 @@ void relay_mx_plan_explicit(struct relay_mx_plan *plan, const char *domain,
     const char *host);
 
 /*
- * Step 2: the addresses of plans->hosts[i] (AAAA and A answers together, any
+ * Step 2: the addresses of plan->hosts[i] (AAAA and A answers together, any
  * order; ports ignored).  Extra addresses beyond RELAY_MX_ADDRS_MAX are
  * dropped.  Returns 0, or -1 when i is out of range.
  */
