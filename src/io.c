@@ -13,6 +13,8 @@
  * moment and the io goes inert until the session frees it.  Nothing here
  * logs or exits.
  */
+#include "config.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -1239,9 +1241,16 @@ io_tls_cipher_name(const struct io *io)
 enum tls_verify
 io_tls_verify(struct io *io, const char *hostname, char *why, size_t whysize)
 {
+	static const char none[] = "no TLS session";
+
 	if (!io_tls_established(io)) {
-		if (why != NULL && whysize > 0)
-			(void)snprintf(why, whysize, "no TLS session");
+		/* a fixed message: cut to fit, which loses nothing important */
+		if (why != NULL && whysize > 0) {
+			if (whysize > sizeof(none))
+				whysize = sizeof(none);
+			memcpy(why, none, whysize - 1);
+			why[whysize - 1] = '\0';
+		}
 		return TLS_VERIFY_ERROR;
 	}
 	return tls_conn_verify(io->tls, hostname != NULL ? hostname : io->sni,

@@ -42,11 +42,12 @@ struct io_callbacks {
  * is dead: it delivers nothing more, io_write() fails, and the session
  * should io_free() it.  A read or write IO_EV_TIMEOUT leaves it usable (to
  * send a 421, say); that deadline is re-armed only by new activity.
- * IO_EV_CLOSED stops reading; writing still works (half-close).
+ * IO_EV_CLOSED stops reading; writing still works (half-close).  After a
+ * TLS peer closed without close_notify, io_error_string() says so.
  */
 
 /* Defaults, changeable per io. */
-#define IO_READ_LIMIT_DEFAULT		(256 * 1024)	/* bytes buffered in io_input() */
+#define IO_READ_LIMIT_DEFAULT		(256 * 1024)	/* bytes in io_input() */
 #define IO_HANDSHAKE_TIMEOUT_DEFAULT	60		/* seconds */
 
 /*
@@ -90,7 +91,11 @@ int io_printf(struct io *io, const char *fmt, ...) MX_PRINTF(2, 3);
 int io_write_buffer(struct io *io, struct evbuffer *src);
 /* Plaintext queued and not yet handed to the kernel (or to GnuTLS). */
 size_t io_output_pending(const struct io *io);
-/* IO_EV_DRAINED fires when pending output falls to <= lowat (default 0). */
+/*
+ * IO_EV_DRAINED fires once when pending output, having been above lowat
+ * after an io_write*(), falls to lowat or below (default 0: all sent).  To
+ * close after a last reply, wait for it with lowat 0.
+ */
 void io_set_write_lowat(struct io *io, size_t lowat);
 /*
  * Once pending output is sent, end our side: close_notify under TLS, then
@@ -112,10 +117,11 @@ void io_set_read_limit(struct io *io, size_t bytes);
 
 /*
  * Deadlines in seconds, 0 to disable.  Read: while we wait for input,
- * re-armed by any progress in either direction, not running while paused.
- * Write: while output is pending, re-armed by each write that makes
- * progress.  Handshake: from io_start_tls_*() to the end of the handshake,
- * never re-armed; applies to the next io_start_tls_*() call.
+ * restarted by any progress in either direction; not running while paused,
+ * at the read limit, after EOF or during a handshake.  Write: while output
+ * is pending, restarted by each write that makes progress.  Handshake: from
+ * io_start_tls_*() to the end of the handshake, never restarted; set it
+ * before io_start_tls_*().
  */
 void io_set_timeout(struct io *io, int seconds);
 void io_set_write_timeout(struct io *io, int seconds);
@@ -139,7 +145,7 @@ int io_start_tls_server(struct io *io, struct tls_creds *creds,
 int io_start_tls_client(struct io *io, struct tls_creds *creds,
     const char *sni, size_t *discarded);
 
-/* True between IO_EV_TLS_READY and io_free(). */
+/* True from IO_EV_TLS_READY until an error ends the session. */
 bool io_tls_established(const struct io *io);
 /*
  * "version=TLS1.3 cipher=AES-256-GCM" for Received: headers and logs.

@@ -9,6 +9,8 @@
  * never sends anything but, at most, one best-effort alert.  Nothing here
  * blocks, logs or exits.
  */
+#include "config.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
@@ -596,7 +598,8 @@ tls_conn_verify(struct tls_conn *c, const char *hostname, char *why,
 	unsigned int status = 0, n = 0;
 	int r;
 
-	tls_set_error(why, whysize, "%s", "");
+	if (why != NULL && whysize > 0)
+		why[0] = '\0';
 	if (!c->done || c->failed) {
 		tls_set_error(why, whysize, "no TLS session");
 		return TLS_VERIFY_ERROR;
@@ -618,7 +621,11 @@ tls_conn_verify(struct tls_conn *c, const char *hostname, char *why,
 	if (status != 0) {
 		if (gnutls_certificate_verification_status_print(status,
 		    GNUTLS_CRT_X509, &text, 0) == 0) {
-			tls_set_error(why, whysize, "%s", (char *)text.data);
+			/* GnuTLS ends the text with a space */
+			while (text.size > 0 && text.data[text.size - 1] == ' ')
+				text.size--;
+			tls_set_error(why, whysize, "%.*s", (int)text.size,
+			    (char *)text.data);
 			gnutls_free(text.data);
 		} else
 			tls_set_error(why, whysize,

@@ -5,6 +5,8 @@
  * certtool (or openssl) in a temporary directory.  Everything runs on
  * socketpairs and 127.0.0.1.
  */
+#include "config.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
