@@ -14,12 +14,14 @@
 #include "util.h"
 
 struct event_base;
+struct dns;
 
 struct daemon {
 	struct event_base *base;
 	struct conf *conf;		/* current config; replaced on reload */
 	struct registry *registry;	/* read-only handle */
 	struct domain_table *domains;	/* current snapshot; take a ref to keep it */
+	struct dns *dns;		/* libunbound on our event base */
 	int64_t started;		/* wall clock */
 	bool stopping;			/* SIGTERM received: finish, accept nothing new */
 	bool foreground;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,8 +70,12 @@ static struct registry *
 open_registry(void)
 {
 	char err[1024];
-	struct registry *r = registry_open(conf.registry, 0, err, sizeof(err));
+	struct registry *r;
 
+	/* A fresh install: the registry's directory may not exist before mxedged ran. */
+	if (mkdir(conf.state_dir, 0750) == -1 && errno != EEXIST)
+		die("cannot create %s: %s", conf.state_dir, strerror(errno));
+	r = registry_open(conf.registry, 0, err, sizeof(err));
 	if (r == NULL)
 		die("%s", err);
 	return r;

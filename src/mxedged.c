@@ -23,6 +23,8 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "dns.h"
+#include "front.h"
 #include "daemon.h"
 #include "listen.h"
 #include "log.h"
@@ -39,7 +41,8 @@ struct daemon *mxd;
  * only through these hooks and the control commands it registers.
  */
 static const struct daemon_module *const modules[] = {
-	NULL	/* @MODULES@ */
+	&front_module,
+	/* @MODULES@ */
 };
 
 static struct daemon daemon_state;
@@ -385,6 +388,8 @@ main(int argc, char **argv)
 
 	if ((mxd->base = event_base_new()) == NULL)
 		log_fatalx("cannot create the event loop");
+	if ((mxd->dns = dns_new(mxd->base, c->resolver, err, sizeof(err))) == NULL)
+		log_fatalx("resolver %s: %s", c->resolver, err);
 	c_registry_reloads = stats_counter("registry.reloads");
 	control_register("status", "status", cmd_status);
 	control_register("reload", "reload", cmd_reload);
@@ -417,6 +422,7 @@ main(int argc, char **argv)
 	event_free(ev_registry);
 	if (ev_deadline != NULL)
 		event_free(ev_deadline);
+	dns_free(&mxd->dns);
 	domain_table_unref(&mxd->domains);
 	registry_close(&mxd->registry);
 	event_base_free(mxd->base);

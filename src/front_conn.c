@@ -1,0 +1,841 @@
+/*
+ * The TLS front: accept on front_listen sockets, read the ClientHello
+ * without terminating TLS, route its SNI name through the domain table,
+ * connect to the domain's backend for the service, send the PROXY header
+ * and the ClientHello in one write, then move bytes both ways with
+ * splice(2) through a pipe per direction until both sides have closed.
+ *
+ * Trust: everything the client sends is hostile until the parser
+ * (front_hello.c) accepted it, and even then only the SNI is used, after
+ * domain_table_match() normalised it.  Backends are trusted only to be
+ * slow: every phase has a deadline (hello, connect, idle).
+ *
+ * Cost: one persistent edge-triggered event per socket and one timer per
+ * connection; the timer is re-armed once per idle period, not per packet.
+ * Pipes are pooled, so a steady stream of short connections does not pay
+ * for pipe2() and close().  Nothing but the connection struct stays
+ * allocated while a connection idles.
+ *
+ * Failure: a broken connection is closed and logged with its reason;
+ * nothing here can stop the daemon.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "dns.h"
+#include "front.h"
+#include "front_hello.h"
+#include "limits.h"
+#include "listen.h"
+#include "log.h"
+#include "proxy_proto.h"
+#include "stats.h"
+
+#define FRONT_READ_CHUNK 16384		/* one read during the hello phase */
+#define FRONT_SPLICE_MAX (1 << 20)	/* bytes asked of one splice() */
+#define FRONT_MAX_TARGETS 16		/* backend addresses tried in turn */
+#define FRONT_PIPE_POOL 256
+
+enum front_state {
+	FRONT_ST_HELLO = 0,	/* reading the ClientHello */
+	FRONT_ST_RESOLVE,	/* waiting for the backend's addresses */
+	FRONT_ST_CONNECT,	/* connecting to a backend address */
+	FRONT_ST_RELAY,		/* moving bytes */
+};
+
+static const char *const state_names[] = { "hello", "resolve", "connect", "relay" };
+
+/* One direction of the relay: src -> pipe -> dst. */
+struct front_dir {
+	int pipe[2];		/* [0] read end, [1] write end; -1 until needed */
+	size_t pending;		/* bytes sitting in the pipe */
+	uint64_t bytes;
+	bool eof;		/* src said EOF (and the pipe is drained: dst shut) */
+	bool shut;		/* shutdown(dst, SHUT_WR) done */
+};
+
+struct front_conn {
+	struct event ev_client;
+	struct event ev_backend;
+	struct event ev_timer;
+	int cfd;
+	int bfd;
+	enum front_state state;
+	enum front_service service;
+	bool c_readable, c_writable, b_readable, b_writable;
+	bool counted_client;
+	uint32_t id;
+
+	struct front_dir up;	/* client -> backend */
+	struct front_dir down;	/* backend -> client */
+
+	struct sockaddr_storage client;
+	socklen_t clientlen;
+	struct sockaddr_storage local;
+	socklen_t locallen;
+	uint64_t started;	/* usec, monotonic */
+	int64_t last_active;	/* seconds, monotonic, coarse */
+
+	/* Only during hello/resolve/connect; freed when the relay starts. */
+	struct front_hello *hello;
+	struct front_setup *setup;
+
+	/* Log fields, one allocation: "sni\0backend\0". */
+	char *names;
+	const char *backend_text;
+};
+
+/* What only the set-up phases need; freed when the relay starts. */
+struct front_setup {
+	struct dns_query *query;
+	enum registry_proxy proxy;
+	uint16_t port;
+	size_t ntargets, next_target;
+	struct sockaddr_storage targets[FRONT_MAX_TARGETS];
+	unsigned char *out;	/* PROXY header + hello + early bytes, unsent part */
+	size_t outlen, outoff;
+	size_t client_bytes;	/* of out, the bytes that came from the client */
+	const char *last_error;
+};
+
+struct front_listener {
+	struct listener *l;
+	enum front_service service;
+};
+
+static struct front_listener listeners[CONF_MAX_LISTEN];
+static int nlisteners;
+static struct client_limits *limits;
+static size_t active;
+static uint32_t next_id;
+static int pipe_pool[FRONT_PIPE_POOL][2];
+static int npipes;
+static struct timeval idle_tv[FRONT_NSERVICES];
+static const struct timeval *idle_common[FRONT_NSERVICES];
+
+static unsigned long long *c_accepted, *c_routed, *c_unknown_sni, *c_no_sni, *c_malformed,
+    *c_hello_timeout, *c_backend_failed, *c_limit_total, *c_limit_client, *c_bytes_up,
+    *c_bytes_down, *c_idle_timeout, *c_private_target, *c_no_backend;
+
+static void front_client_cb(evutil_socket_t fd, short what, void *arg);
+static void front_backend_cb(evutil_socket_t fd, short what, void *arg);
+static void front_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void front_try_connect(struct front_conn *fc);
+
+static int64_t
+now_sec(void)
+{
+	return (int64_t)(mx_now_usec() / 1000000u);
+}
+
+static void
+front_enter_state(struct front_conn *fc, enum front_state st)
+{
+	if (log_enabled(LOG_LEVEL_DEBUG))
+		log_debug("event=front_state id=%08x from=%s to=%s", fc->id,
+		    state_names[fc->state], state_names[st]);
+	fc->state = st;
+}
+
+static int
+pipe_get(int p[2])
+{
+	if (npipes > 0) {
+		npipes--;
+		p[0] = pipe_pool[npipes][0];
+		p[1] = pipe_pool[npipes][1];
+		return 0;
+	}
+	return pipe2(p, O_NONBLOCK | O_CLOEXEC);
+}
+
+/* Only an empty pipe goes back to the pool; anything else is closed. */
+static void
+pipe_put(int p[2], bool empty)
+{
+	if (p[0] == -1)
+		return;
+	if (empty && npipes < FRONT_PIPE_POOL) {
+		pipe_pool[npipes][0] = p[0];
+		pipe_pool[npipes][1] = p[1];
+		npipes++;
+	} else {
+		close(p[0]);
+		close(p[1]);
+	}
+	p[0] = p[1] = -1;
+}
+
+static void
+setup_free(struct front_conn *fc)
+{
+	if (fc->setup == NULL)
+		return;
+	dns_cancel(&fc->setup->query);
+	free(fc->setup->out);
+	free(fc->setup);
+	fc->setup = NULL;
+}
+
+static void
+hello_free(struct front_conn *fc)
+{
+	if (fc->hello == NULL)
+		return;
+	front_hello_clear(fc->hello);
+	free(fc->hello);
+	fc->hello = NULL;
+}
+
+static void
+front_close(struct front_conn *fc, const char *outcome)
+{
+	char client[ADDR_STR_MAX], sni[LOG_SAFE_MAX];
+	const char *sni_raw = fc->names ? fc->names : "";
+	uint64_t ms = (mx_now_usec() - fc->started) / 1000u;
+
+	log_safe(sni, sizeof(sni), sni_raw, strlen(sni_raw));
+	log_info("event=front_conn id=%08x client=%s service=%s sni=%s backend=%s up=%llu "
+	    "down=%llu duration_ms=%llu outcome=%s", fc->id,
+	    addr_format((struct sockaddr *)&fc->client, client, sizeof(client)),
+	    front_service_name(fc->service), sni[0] ? sni : "-",
+	    fc->backend_text ? fc->backend_text : "-", (unsigned long long)fc->up.bytes,
+	    (unsigned long long)fc->down.bytes, (unsigned long long)ms, outcome);
+	*c_bytes_up += fc->up.bytes;
+	*c_bytes_down += fc->down.bytes;
+
+	if (event_initialized(&fc->ev_client))
+		event_del(&fc->ev_client);
+	if (event_initialized(&fc->ev_backend))
+		event_del(&fc->ev_backend);
+	event_del(&fc->ev_timer);
+	close(fc->cfd);
+	if (fc->bfd != -1)
+		close(fc->bfd);
+	pipe_put(fc->up.pipe, fc->up.pending == 0);
+	pipe_put(fc->down.pipe, fc->down.pending == 0);
+	setup_free(fc);
+	hello_free(fc);
+	if (fc->counted_client)
+		client_limits_release(limits, (struct sockaddr *)&fc->client);
+	free(fc->names);
+	free(fc);
+	active--;
+}
+
+/* Best effort: a fatal alert before closing, so the client knows why. */
+static void
+front_alert_close(struct front_conn *fc, enum front_alert alert, const char *outcome)
+{
+	unsigned char rec[FRONT_ALERT_LEN];
+	size_t n = front_alert_write(rec, alert);
+
+	if (send(fc->cfd, rec, n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		log_debug("event=front_alert_failed id=%08x errno=%d", fc->id, errno);
+	shutdown(fc->cfd, SHUT_WR);
+	front_close(fc, outcome);
+}
+
+static void
+timer_arm(struct front_conn *fc, long long seconds)
+{
+	struct timeval tv = { (time_t)seconds, 0 };
+
+	event_add(&fc->ev_timer, &tv);
+}
+
+/*
+ * Remember the names for logging and look the route up.  Returns 0 with
+ * fc->setup filled, or -1 after closing the connection.
+ */
+static int
+front_route(struct front_conn *fc)
+{
+	struct mx_view sni = front_hello_sni(fc->hello);
+	const struct domain *d;
+	struct addr_hostport hp;
+	struct front_setup *s;
+	char target[REG_TARGET_MAX];
+	size_t tlen;
+
+	if (!front_hello_has_sni(fc->hello)) {
+		(*c_no_sni)++;
+		front_alert_close(fc, FRONT_ALERT_MISSING_EXTENSION, "no_sni");
+		return -1;
+	}
+	d = domain_table_match(mxd->domains, (const char *)sni.ptr, sni.len);
+	if (d == NULL || domain_service_target(d, fc->service, &hp) == -1) {
+		if ((fc->names = malloc(sni.len + 1)) != NULL) {
+			memcpy(fc->names, sni.ptr, sni.len);
+			fc->names[sni.len] = '\0';
+		}
+		if (d == NULL) {
+			(*c_unknown_sni)++;
+			front_alert_close(fc, FRONT_ALERT_UNRECOGNIZED_NAME, "unknown_sni");
+		} else {
+			(*c_no_backend)++;
+			front_alert_close(fc, FRONT_ALERT_UNRECOGNIZED_NAME, "no_backend_for_service");
+		}
+		return -1;
+	}
+	addr_hostport_format(&hp, target, sizeof(target));
+	tlen = strlen(target);
+	if ((fc->names = malloc(sni.len + 1 + tlen + 1)) == NULL ||
+	    (s = calloc(1, sizeof(*s))) == NULL) {
+		front_alert_close(fc, FRONT_ALERT_INTERNAL_ERROR, "out_of_memory");
+		return -1;
+	}
+	memcpy(fc->names, sni.ptr, sni.len);
+	fc->names[sni.len] = '\0';
+	memcpy(fc->names + sni.len + 1, target, tlen + 1);
+	fc->backend_text = fc->names + sni.len + 1;
+	fc->setup = s;
+	s->proxy = d->proxy;
+	s->port = hp.port;
+	if (hp.kind != ADDR_HOST_NAME) {
+		socklen_t len;
+
+		addr_hostport_sockaddr(&hp, &s->targets[0], &len);
+		s->ntargets = 1;
+	}
+	(*c_routed)++;
+	return hp.kind == ADDR_HOST_NAME ? 1 : 0;
+}
+
+/* The bytes to send first: PROXY header (if any), then the hello records as received. */
+static int
+front_build_preamble(struct front_conn *fc, const unsigned char *early, size_t earlylen)
+{
+	struct front_setup *s = fc->setup;
+	struct mx_view raw = front_hello_raw(fc->hello);
+	unsigned char hdr[PROXY_PROTO_V1_MAX + 512];
+	ssize_t hlen = 0;
+
+	if (s->proxy != REG_PROXY_OFF) {
+		struct proxy_proto_tlvs tlvs;
+		struct mx_view alpn, it, first;
+
+		memset(&tlvs, 0, sizeof(tlvs));
+		tlvs.authority = front_hello_sni(fc->hello);
+		if (front_hello_has_alpn(fc->hello)) {
+			it = alpn = front_hello_alpn(fc->hello);
+			if (front_hello_alpn_next(&it, &first))
+				tlvs.alpn = first;
+		}
+		hlen = proxy_proto_write(s->proxy == REG_PROXY_V1 ? PROXY_PROTO_V1 : PROXY_PROTO_V2,
+		    (struct sockaddr *)&fc->client, (struct sockaddr *)&fc->local, &tlvs, hdr,
+		    sizeof(hdr));
+		if (hlen < 0)
+			return -1;
+	}
+	s->outlen = (size_t)hlen + raw.len + earlylen;
+	s->client_bytes = raw.len + earlylen;
+	if ((s->out = malloc(s->outlen)) == NULL)
+		return -1;
+	memcpy(s->out, hdr, (size_t)hlen);
+	memcpy(s->out + hlen, raw.ptr, raw.len);
+	if (earlylen > 0)
+		memcpy(s->out + hlen + raw.len, early, earlylen);
+	s->outoff = 0;
+	/* The hello bytes are copied: the parser and its buffers can go now. */
+	hello_free(fc);
+	return 0;
+}
+
+static void
+front_resolved(const struct dns_result *res, void *arg)
+{
+	struct front_conn *fc = arg;
+	struct front_setup *s = fc->setup;
+	size_t i;
+
+	s->query = NULL;
+	if (res->status != DNS_OK || res->naddrs == 0) {
+		s->last_error = res->why && *res->why ? res->why : "no addresses";
+		(*c_backend_failed)++;
+		front_alert_close(fc, FRONT_ALERT_INTERNAL_ERROR, "backend_unresolved");
+		return;
+	}
+	for (i = 0; i < res->naddrs && s->ntargets < FRONT_MAX_TARGETS; i++) {
+		struct sockaddr_storage *t = &s->targets[s->ntargets++];
+
+		*t = res->addrs[i];
+		if (t->ss_family == AF_INET6)
+			((struct sockaddr_in6 *)t)->sin6_port = htons(s->port);
+		else
+			((struct sockaddr_in *)t)->sin_port = htons(s->port);
+	}
+	front_try_connect(fc);
+}
+
+/* Connect to the next usable backend address, or give up. */
+static void
+front_try_connect(struct front_conn *fc)
+{
+	struct front_setup *s = fc->setup;
+	int one = 1;
+
+	if (fc->bfd != -1) {
+		event_del(&fc->ev_backend);
+		close(fc->bfd);
+		fc->bfd = -1;
+	}
+	while (s->next_target < s->ntargets) {
+		struct sockaddr_storage *t = &s->targets[s->next_target++];
+		socklen_t len = t->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
+		    sizeof(struct sockaddr_in);
+		char text[ADDR_STR_MAX];
+
+		if (!mxd->conf->allow_private_targets && addr_is_private((struct sockaddr *)t)) {
+			(*c_private_target)++;
+			log_warnx("event=front_target_refused id=%08x target=%s "
+			    "reason=private_address", fc->id,
+			    addr_format((struct sockaddr *)t, text, sizeof(text)));
+			s->last_error = "private address refused";
+			continue;
+		}
+		fc->bfd = socket(t->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fc->bfd == -1) {
+			s->last_error = "socket failed";
+			continue;
+		}
+		setsockopt(fc->bfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (connect(fc->bfd, (struct sockaddr *)t, len) == -1 && errno != EINPROGRESS) {
+			log_debug("event=front_connect_failed id=%08x target=%s errno=%d", fc->id,
+			    addr_format((struct sockaddr *)t, text, sizeof(text)), errno);
+			s->last_error = "connect failed";
+			close(fc->bfd);
+			fc->bfd = -1;
+			continue;
+		}
+		front_enter_state(fc, FRONT_ST_CONNECT);
+		event_assign(&fc->ev_backend, mxd->base, fc->bfd, EV_READ | EV_WRITE | EV_PERSIST |
+		    EV_ET, front_backend_cb, fc);
+		fc->b_readable = fc->b_writable = false;
+		event_add(&fc->ev_backend, NULL);
+		timer_arm(fc, mxd->conf->front_connect_timeout);
+		return;
+	}
+	(*c_backend_failed)++;
+	log_warnx("event=front_backend_failed id=%08x backend=%s reason=\"%s\"", fc->id,
+	    fc->backend_text, s->last_error ? s->last_error : "no usable address");
+	front_alert_close(fc, FRONT_ALERT_INTERNAL_ERROR, "backend_unreachable");
+}
+
+/* Move what can move in one direction; returns -1 on a fatal error. */
+static int
+front_pump(struct front_conn *fc, struct front_dir *d, int src, int dst, bool *readable,
+    bool *writable)
+{
+	for (;;) {
+		ssize_t n;
+
+		if (d->pending > 0) {
+			if (!*writable)
+				return 0;
+			n = splice(d->pipe[0], NULL, dst, NULL, d->pending,
+			    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			if (n < 0) {
+				if (errno == EAGAIN) {
+					*writable = false;
+					return 0;
+				}
+				if (errno == EINTR)
+					continue;
+				return -1;
+			}
+			d->pending -= (size_t)n;
+			d->bytes += (uint64_t)n;
+			continue;
+		}
+		if (d->eof) {
+			if (!d->shut) {
+				shutdown(dst, SHUT_WR);
+				d->shut = true;
+			}
+			return 0;
+		}
+		if (!*readable)
+			return 0;
+		if (d->pipe[0] == -1 && pipe_get(d->pipe) == -1)
+			return -1;
+		n = splice(src, NULL, d->pipe[1], NULL, FRONT_SPLICE_MAX,
+		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n < 0) {
+			if (errno == EAGAIN) {
+				*readable = false;
+				return 0;
+			}
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0) {
+			d->eof = true;
+			continue;
+		}
+		d->pending = (size_t)n;
+		fc->last_active = now_sec();
+	}
+}
+
+static void
+front_relay(struct front_conn *fc)
+{
+	if (front_pump(fc, &fc->up, fc->cfd, fc->bfd, &fc->c_readable, &fc->b_writable) == -1 ||
+	    front_pump(fc, &fc->down, fc->bfd, fc->cfd, &fc->b_readable, &fc->c_writable) == -1) {
+		front_close(fc, errno == ECONNRESET || errno == EPIPE ? "reset" : "io_error");
+		return;
+	}
+	if (fc->up.shut && fc->down.shut)
+		front_close(fc, "closed");
+}
+
+static void
+front_start_relay(struct front_conn *fc)
+{
+	setup_free(fc);
+	front_enter_state(fc, FRONT_ST_RELAY);
+	fc->last_active = now_sec();
+	event_del(&fc->ev_timer);
+	event_add(&fc->ev_timer, idle_common[fc->service]);
+	front_relay(fc);
+}
+
+/* Send the preamble; on completion, start relaying. */
+static void
+front_send_preamble(struct front_conn *fc)
+{
+	struct front_setup *s = fc->setup;
+
+	while (s->outoff < s->outlen) {
+		ssize_t n = send(fc->bfd, s->out + s->outoff, s->outlen - s->outoff,
+		    MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0) {
+			if (errno == EAGAIN) {
+				fc->b_writable = false;
+				return;
+			}
+			if (errno == EINTR)
+				continue;
+			s->last_error = "write failed";
+			front_try_connect(fc);
+			return;
+		}
+		s->outoff += (size_t)n;
+	}
+	fc->up.bytes += s->client_bytes;
+	front_start_relay(fc);
+}
+
+static void
+front_backend_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct front_conn *fc = arg;
+
+	if (what & EV_READ)
+		fc->b_readable = true;
+	if (what & EV_WRITE)
+		fc->b_writable = true;
+	if (fc->state == FRONT_ST_CONNECT) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+
+		if (!fc->b_writable)
+			return;
+		if (fc->setup->outoff == 0) {
+			if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+				err = errno;
+			if (err != 0) {
+				log_debug("event=front_connect_failed id=%08x errno=%d", fc->id, err);
+				fc->setup->last_error = "connection refused or unreachable";
+				front_try_connect(fc);
+				return;
+			}
+		}
+		front_send_preamble(fc);
+		return;
+	}
+	if (fc->state == FRONT_ST_RELAY)
+		front_relay(fc);
+}
+
+static void
+front_hello_read(struct front_conn *fc)
+{
+	unsigned char buf[FRONT_READ_CHUNK];
+
+	for (;;) {
+		enum front_hello_result r;
+		size_t used = 0;
+		ssize_t n = recv(fc->cfd, buf, sizeof(buf), 0);
+		int routed;
+
+		if (n < 0) {
+			if (errno == EAGAIN) {
+				fc->c_readable = false;
+				return;
+			}
+			if (errno == EINTR)
+				continue;
+			front_close(fc, "client_error");
+			return;
+		}
+		if (n == 0) {
+			front_close(fc, "client_closed_in_hello");
+			return;
+		}
+		r = front_hello_feed(fc->hello, buf, (size_t)n, &used);
+		if (r == FRONT_HELLO_MORE)
+			continue;
+		if (r == FRONT_HELLO_REJECT) {
+			enum front_alert alert;
+			enum front_hello_reason why = front_hello_reason(fc->hello);
+			char client[ADDR_STR_MAX];
+
+			(*c_malformed)++;
+			log_info("event=front_hello_rejected id=%08x client=%s reason=\"%s\"",
+			    fc->id, addr_format((struct sockaddr *)&fc->client, client,
+			    sizeof(client)), front_hello_reason_str(why));
+			if (front_hello_alert(fc->hello, &alert))
+				front_alert_close(fc, alert, "bad_hello");
+			else
+				front_close(fc, "not_tls");
+			return;
+		}
+		/* Done: route, keep the hello bytes, and go find the backend. */
+		event_del(&fc->ev_timer);
+		if ((routed = front_route(fc)) == -1)
+			return;
+		if (front_build_preamble(fc, buf + used, (size_t)n - used) == -1) {
+			front_alert_close(fc, FRONT_ALERT_INTERNAL_ERROR, "out_of_memory");
+			return;
+		}
+		/* Further client bytes wait in the socket until the relay starts. */
+		fc->c_readable = true;
+		if (routed == 1) {
+			front_enter_state(fc, FRONT_ST_RESOLVE);
+			timer_arm(fc, mxd->conf->front_connect_timeout);
+			fc->setup->query = dns_lookup_addrs(mxd->dns, fc->backend_text, true,
+			    true, (int)mxd->conf->front_connect_timeout, front_resolved, fc);
+			if (fc->setup->query == NULL) {
+				(*c_backend_failed)++;
+				front_alert_close(fc, FRONT_ALERT_INTERNAL_ERROR,
+				    "backend_unresolved");
+			}
+			return;
+		}
+		front_try_connect(fc);
+		return;
+	}
+}
+
+static void
+front_client_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct front_conn *fc = arg;
+
+	if (what & EV_READ)
+		fc->c_readable = true;
+	if (what & EV_WRITE)
+		fc->c_writable = true;
+	switch (fc->state) {
+	case FRONT_ST_HELLO:
+		if (fc->c_readable)
+			front_hello_read(fc);
+		break;
+	case FRONT_ST_RELAY:
+		front_relay(fc);
+		break;
+	default:
+		/* Client bytes wait in the kernel until the backend is there. */
+		break;
+	}
+}
+
+static void
+front_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct front_conn *fc = arg;
+	int64_t idle;
+
+	switch (fc->state) {
+	case FRONT_ST_HELLO:
+		(*c_hello_timeout)++;
+		front_close(fc, "hello_timeout");
+		return;
+	case FRONT_ST_RESOLVE:
+		(*c_backend_failed)++;
+		front_alert_close(fc, FRONT_ALERT_INTERNAL_ERROR, "backend_resolve_timeout");
+		return;
+	case FRONT_ST_CONNECT:
+		fc->setup->last_error = "connect timeout";
+		front_try_connect(fc);
+		return;
+	case FRONT_ST_RELAY:
+		idle = now_sec() - fc->last_active;
+		if (idle >= mxd->conf->front_idle_timeout[fc->service]) {
+			(*c_idle_timeout)++;
+			front_close(fc, "idle_timeout");
+			return;
+		}
+		/* Active since the timer was set: wait out the rest of the period. */
+		timer_arm(fc, mxd->conf->front_idle_timeout[fc->service] - idle);
+		return;
+	}
+}
+
+static void
+front_accept(int fd, struct sockaddr *sa, socklen_t salen, void *arg)
+{
+	struct front_listener *fl = arg;
+	struct front_conn *fc;
+	struct timeval tv;
+	int one = 1;
+
+	(*c_accepted)++;
+	if ((long long)active >= mxd->conf->front_max_connections) {
+		(*c_limit_total)++;
+		log_warnx("event=front_refused reason=max_connections active=%zu", active);
+		close(fd);
+		return;
+	}
+	if (client_limits_acquire(limits, sa, (size_t)mxd->conf->front_max_per_client) == -1) {
+		char client[ADDR_STR_MAX];
+
+		(*c_limit_client)++;
+		log_warnx("event=front_refused reason=max_per_client client=%s",
+		    addr_format(sa, client, sizeof(client)));
+		close(fd);
+		return;
+	}
+	if ((fc = calloc(1, sizeof(*fc))) == NULL ||
+	    (fc->hello = malloc(sizeof(*fc->hello))) == NULL) {
+		free(fc);
+		client_limits_release(limits, sa);
+		close(fd);
+		return;
+	}
+	active++;
+	fc->counted_client = true;
+	fc->id = ++next_id;
+	fc->cfd = fd;
+	fc->bfd = -1;
+	fc->up.pipe[0] = fc->up.pipe[1] = fc->down.pipe[0] = fc->down.pipe[1] = -1;
+	fc->service = fl->service;
+	fc->started = mx_now_usec();
+	memcpy(&fc->client, sa, salen);
+	fc->clientlen = salen;
+	fc->locallen = sizeof(fc->local);
+	if (getsockname(fd, (struct sockaddr *)&fc->local, &fc->locallen) == -1)
+		fc->locallen = 0;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	front_hello_init(fc->hello, (size_t)mxd->conf->front_hello_max);
+	event_assign(&fc->ev_client, mxd->base, fd, EV_READ | EV_WRITE | EV_PERSIST | EV_ET,
+	    front_client_cb, fc);
+	evtimer_assign(&fc->ev_timer, mxd->base, front_timer_cb, fc);
+	event_add(&fc->ev_client, NULL);
+	tv.tv_sec = (time_t)mxd->conf->front_hello_timeout;
+	tv.tv_usec = 0;
+	event_add(&fc->ev_timer, &tv);
+}
+
+static void
+front_set_idle_timeouts(void)
+{
+	int s;
+
+	for (s = 0; s < FRONT_NSERVICES; s++) {
+		idle_tv[s].tv_sec = (time_t)mxd->conf->front_idle_timeout[s];
+		idle_tv[s].tv_usec = 0;
+		/* Many connections share these timeouts: libevent keeps them in O(1) queues. */
+		idle_common[s] = event_base_init_common_timeout(mxd->base, &idle_tv[s]);
+		if (idle_common[s] == NULL)
+			idle_common[s] = &idle_tv[s];
+	}
+}
+
+static int
+front_start(void)
+{
+	int i;
+
+	c_accepted = stats_counter("front.accepted");
+	c_routed = stats_counter("front.routed");
+	c_unknown_sni = stats_counter("front.unknown_sni");
+	c_no_sni = stats_counter("front.no_sni");
+	c_malformed = stats_counter("front.bad_hello");
+	c_hello_timeout = stats_counter("front.hello_timeout");
+	c_backend_failed = stats_counter("front.backend_failed");
+	c_limit_total = stats_counter("front.refused_max_connections");
+	c_limit_client = stats_counter("front.refused_max_per_client");
+	c_bytes_up = stats_counter("front.bytes_up");
+	c_bytes_down = stats_counter("front.bytes_down");
+	c_idle_timeout = stats_counter("front.idle_timeout");
+	c_private_target = stats_counter("front.private_target_refused");
+	c_no_backend = stats_counter("front.no_backend_for_service");
+	if ((limits = client_limits_new()) == NULL)
+		return -1;
+	front_set_idle_timeouts();
+	for (i = 0; i < mxd->conf->n_front_listen; i++) {
+		struct front_listener *fl = &listeners[nlisteners];
+
+		fl->service = mxd->conf->front_listen[i].service;
+		fl->l = listener_new(mxd->base, mxd->front_fds[i], front_accept, fl,
+		    front_service_name(fl->service));
+		if (fl->l == NULL)
+			return -1;
+		nlisteners++;
+	}
+	return 0;
+}
+
+static void
+front_reload(void)
+{
+	front_set_idle_timeouts();
+}
+
+static void
+front_stop(void)
+{
+	int i;
+
+	for (i = 0; i < nlisteners; i++)
+		listener_free(&listeners[i].l);
+	nlisteners = 0;
+	while (npipes > 0) {
+		npipes--;
+		close(pipe_pool[npipes][0]);
+		close(pipe_pool[npipes][1]);
+	}
+}
+
+static int
+front_status(struct mx_buf *json)
+{
+	return mx_buf_printf(json, "\"front\":{\"active\":%zu,\"clients\":%zu,\"listeners\":%d}",
+	    active, limits ? client_limits_groups(limits) : 0, nlisteners);
+}
+
+const struct daemon_module front_module = {
+	.name = "front",
+	.start = front_start,
+	.reload = front_reload,
+	.stop = front_stop,
+	.status = front_status,
+};
