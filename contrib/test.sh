@@ -1,8 +1,9 @@
 #!/bin/sh
 # Build mxedge and run the whole test suite twice: a plain build and one with
-# AddressSanitizer + UndefinedBehaviorSanitizer.  Installs missing Debian
+# AddressSanitizer + UndefinedBehaviorSanitizer; then every libFuzzer target for
+# FUZZ_SECONDS (default 10) in a clang build.  Installs missing Debian
 # packages first.  Prints "N passed, N failed" at the end; exits non-zero if
-# anything failed.  Usage: contrib/test.sh [plain|asan]...
+# anything failed.  Usage: contrib/test.sh [plain|asan|fuzz]...
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -10,7 +11,7 @@ cd "$top"
 [ -x configure ] && [ configure -nt configure.ac ] || ./autogen.sh >/dev/null 2>&1 || {
 	echo "autogen.sh failed" >&2; exit 1; }
 
-[ $# -gt 0 ] || set -- plain asan
+[ $# -gt 0 ] || set -- plain asan fuzz
 jobs=$(nproc 2>/dev/null || echo 2)
 passed=0
 failed=0
@@ -19,6 +20,26 @@ for flavour in "$@"; do
 	case $flavour in
 	plain) flags= ;;
 	asan) flags="--enable-asan --enable-ubsan" ;;
+	fuzz)
+		# libFuzzer targets, FUZZ_SECONDS each (the suite itself ran in the builds above).
+		if ! command -v clang >/dev/null 2>&1; then
+			echo "== fuzz: clang not installed, fuzz targets not run" >&2
+			continue
+		fi
+		dir=$top/_build/fuzz
+		mkdir -p "$dir"
+		echo "== fuzz build in $dir" >&2
+		(cd "$dir" && { [ -f Makefile ] || CC=clang "$top/configure" -q --with-fuzzer=clang; } &&
+			make -s -j"$jobs") || { echo "build (fuzz) failed" >&2; exit 1; }
+		(cd "$dir" && FUZZ_SECONDS=${FUZZ_SECONDS:-10} make -s fuzz-smoke) >"$dir/fuzz.log" 2>&1 ||
+			status=1
+		cat "$dir/fuzz.log"
+		p=$(grep -c '^ok ' "$dir/fuzz.log")
+		f=$(grep -c '^not ok ' "$dir/fuzz.log")
+		passed=$((passed + p))
+		failed=$((failed + f))
+		continue
+		;;
 	*) echo "test.sh: unknown flavour '$flavour'" >&2; exit 2 ;;
 	esac
 	dir=$top/_build/$flavour

@@ -38,7 +38,7 @@
 #include "dns.h"
 #include "front.h"
 #include "front_hello.h"
-#include "limits.h"
+#include "client_limits.h"
 #include "listen.h"
 #include "log.h"
 #include "proxy_proto.h"

@@ -110,6 +110,8 @@ static void io_set_error(struct io *, const char *, ...)
 static bool io_handshake_step(struct io *);
 
 /* Error text is for a log line: keep what fits, and show that it was cut. */
+static void io_verror(struct io *io, const char *fmt, va_list ap) MX_PRINTF(2, 0);
+
 static void
 io_verror(struct io *io, const char *fmt, va_list ap)
 {

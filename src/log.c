@@ -43,6 +43,9 @@ log_enabled(enum log_level level)
 	return level <= log_level;
 }
 
+static void log_emit(enum log_level level, const char *errstr, const char *fmt, va_list ap)
+    MX_PRINTF(3, 0);
+
 static void
 log_emit(enum log_level level, const char *errstr, const char *fmt, va_list ap)
 {

@@ -58,6 +58,8 @@ plan_lazy(void)
 	lazy = 1;
 }
 
+static int report(int success, const char *fmt, va_list ap) TAP_PRINTF(2, 0);
+
 static int
 report(int success, const char *fmt, va_list ap)
 {

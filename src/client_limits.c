@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "addr.h"
-#include "limits.h"
+#include "client_limits.h"
 #include "util.h"
 
 struct client_group {

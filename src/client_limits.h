@@ -3,8 +3,8 @@
  * are grouped by addr_client_key() (IPv4 /32, IPv6 /64, mapped IPv4 as IPv4)
  * and each group may hold at most `max` connections.  Pure code.
  */
-#ifndef MXEDGE_LIMITS_H
-#define MXEDGE_LIMITS_H
+#ifndef MXEDGE_CLIENT_LIMITS_H
+#define MXEDGE_CLIENT_LIMITS_H
 
 #include <stddef.h>
 #include <sys/socket.h>
