@@ -23,6 +23,7 @@
 
 /* Message file record types.  Stored on disk: never renumber. */
 enum {
+	QF_NONE = 0x00,		/* never written: a zeroed block must not parse */
 	QF_ID = 0x01,
 	QF_ARRIVAL = 0x02,
 	QF_NEXT_ATTEMPT = 0x03,
@@ -46,6 +47,7 @@ enum {
 
 /* Sub-records inside a QF_RCPT value. */
 enum {
+	QF_RCPT_NONE = 0x00,
 	QF_RCPT_ADDR = 0x01,
 	QF_RCPT_NOTIFY = 0x02,
 	QF_RCPT_ORCPT = 0x03,
@@ -248,10 +250,16 @@ queue_envelope_add_rcpt(struct queue_envelope *env)
 		errno = E2BIG;
 		return NULL;
 	}
-	r = realloc(env->rcpts, (env->nrcpts + 1) * sizeof(*r));
-	if (r == NULL)
-		return NULL;
-	env->rcpts = r;
+	if (env->nrcpts >= env->rcpts_cap) {
+		size_t cap = env->rcpts_cap < 8 ? 8 : env->rcpts_cap * 2;
+
+		if (cap > QUEUE_RCPT_MAX)
+			cap = QUEUE_RCPT_MAX;
+		if ((r = realloc(env->rcpts, cap * sizeof(*r))) == NULL)
+			return NULL;
+		env->rcpts = r;
+		env->rcpts_cap = cap;
+	}
 	r = &env->rcpts[env->nrcpts++];
 	memset(r, 0, sizeof(*r));
 	return r;
@@ -599,6 +607,7 @@ envelope_get(const unsigned char *p, size_t end, struct queue_envelope *env)
 	env->rcpts = calloc(n, sizeof(*env->rcpts));
 	if (env->rcpts == NULL)
 		return QUEUE_FILE_NOMEM;
+	env->rcpts_cap = n;
 
 	for (off = QF_HDR_LEN; off < end; ) {
 		unsigned int type = p[off];
@@ -885,6 +894,8 @@ queue_journal_encode(const struct queue_journal_rec *rec, struct mx_buf *out)
 	case QUEUE_JOURNAL_HOLD:
 		v[0] = rec->held ? 1 : 0;
 		return jrec_put(out, rec->type, v, 1);
+	case QUEUE_JOURNAL_NONE:
+		break;
 	}
 	errno = EINVAL;
 	return -1;

@@ -112,6 +112,7 @@ struct queue_envelope {
 	uint64_t size;				/* SIZE= declared by the client, 0 if none */
 	struct queue_rcpt *rcpts;
 	size_t nrcpts;
+	size_t rcpts_cap;			/* allocated; managed by queue_envelope_* */
 	/* From the journal only; the message file does not carry these. */
 	uint32_t attempts;
 	bool held;
@@ -176,6 +177,7 @@ const char *queue_file_strerror(enum queue_file_status st);
 /* Journal ----------------------------------------------------------------- */
 
 enum queue_journal_type {
+	QUEUE_JOURNAL_NONE = 0,	/* never written: a zeroed tail must not parse */
 	QUEUE_JOURNAL_ID = 1,	/* first record: the queue id */
 	QUEUE_JOURNAL_RCPT = 2,	/* a recipient's new state */
 	QUEUE_JOURNAL_RETRY = 3,	/* message: next attempt, attempts so far */
@@ -220,7 +222,7 @@ struct queue_journal_info {
  * Apply a whole journal to env, in order.  DELIVERED and FAILED are final:
  * later records for that recipient are ignored.  Records after a bad one
  * are not applied.  Returns 0; -1 only when the journal is for another id
- * (nothing applied, info->corrupt set).
+ * (nothing applied, info->corrupt set: move that file aside, never append).
  */
 int queue_journal_apply(struct queue_envelope *env, const unsigned char *p, size_t len,
     struct queue_journal_info *info);

@@ -246,7 +246,7 @@ scan_literal(const unsigned char *s, size_t len, size_t *pos, struct smtp_path *
 }
 
 /*
- * Parse a Path at *pos (RFC 5321 §4.1.2), or "<>" when null_ok (MAIL).
+ * Parse a Path at *pos (RFC 5321 §4.1.2), or "<>" for MAIL.
  * st is the enhanced status for address problems: 5.1.7 for the sender,
  * 5.1.3 for a recipient.
  */

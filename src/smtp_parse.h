@@ -242,7 +242,7 @@ struct smtp_data {
 	/* Results, valid at any time. */
 	unsigned int flags;	/* SMTP_DATA_* */
 	uint64_t size;		/* unstuffed octets emitted so far */
-	unsigned int received;	/* "Received:" header fields in the header section */
+	uint32_t received;	/* "Received:" header fields in the header section */
 	bool done;
 	/* Internal state. */
 	int state;

@@ -138,7 +138,7 @@ sim_line(struct sim *s, const unsigned char *p, size_t n)
 
 	r = smtp_command_parse((const char *)p, n, s->flags, &c, &e);
 	check_command((const char *)p, n, s->flags, r, &c, &e);
-	mix_u64(s, (uint64_t)r << 32 | (uint32_t)(r == 0 ? c.cmd : e.code));
+	mix_u64(s, (uint64_t)(uint32_t)r << 32 | (r == 0 ? (uint32_t)c.cmd : (uint32_t)e.code));
 	if (r == 0 && c.cmd == SMTP_CMD_MAIL)
 		s->flags = (c.params.present & SMTP_PARAM_SMTPUTF8) ? SMTP_PARSE_SMTPUTF8 : 0;
 	if (r == 0 && c.cmd == SMTP_CMD_DATA) {

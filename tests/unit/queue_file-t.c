@@ -4,8 +4,9 @@
  * single-bit flip, crafted files with a valid checksum but bad values, and
  * the encoder refusing values that could become protocol lines.
  *
- * "queue_file-t --write-golden FILE" rewrites tests/data/queue-v1.bin; only
- * do that for a deliberate format change (and bump QUEUE_FILE_FORMAT).
+ * "queue_file-t --write-golden tests/data" rewrites queue-v1.bin and
+ * queue-journal-v1.bin there; only do that for a deliberate format change
+ * (and bump QUEUE_FILE_FORMAT).
  */
 #include "config.h"
 
@@ -214,6 +215,46 @@ test_roundtrip(void)
 	queue_envelope_clear(&got);
 	queue_envelope_clear(&env);
 	mx_buf_free(&b);
+	mx_buf_free(&a);
+}
+
+static void
+test_many(void)
+{
+	struct queue_envelope env, got;
+	struct queue_file_info info;
+	struct mx_buf a;
+	size_t i, bad = 0;
+
+	queue_envelope_init(&env);
+	set(env.id, sizeof(env.id), "many");
+	for (i = 0; i < QUEUE_RCPT_MAX; i++) {
+		struct queue_rcpt *r = queue_envelope_add_rcpt(&env);
+
+		if (r == NULL)
+			bail("add_rcpt %zu: %s", i, strerror(errno));
+		snprintf(r->addr, sizeof(r->addr), "user%zu@reg.test", i);
+	}
+	errno = 0;
+	ok(queue_envelope_add_rcpt(&env) == NULL && errno == E2BIG,
+	    "recipient %d refused with E2BIG", QUEUE_RCPT_MAX + 1);
+	encode(&a, &env);
+	ok(queue_file_decode(a.data, a.len, &got, &info) == QUEUE_FILE_OK &&
+	    got.nrcpts == QUEUE_RCPT_MAX, "%d recipients round trip", QUEUE_RCPT_MAX);
+	for (i = 0; i < got.nrcpts; i++)
+		if (strcmp(got.rcpts[i].addr, env.rcpts[i].addr) != 0)
+			bad++;
+	is_int(0, bad, "recipients kept in order");
+	/* A decoded envelope can grow again. */
+	queue_envelope_clear(&got);
+	queue_envelope_clear(&env);
+	mx_buf_free(&a);
+	fill_env(&env);
+	encode(&a, &env);
+	queue_file_decode(a.data, a.len, &got, &info);
+	ok(queue_envelope_add_rcpt(&got) != NULL && got.nrcpts == 4, "add to a decoded envelope");
+	queue_envelope_clear(&got);
+	queue_envelope_clear(&env);
 	mx_buf_free(&a);
 }
 
@@ -492,6 +533,40 @@ jrec_rcpt(struct mx_buf *b, uint32_t idx, enum queue_rcpt_state st, int64_t t, c
 		bail("queue_journal_encode: %s", strerror(errno));
 }
 
+/* The journal used throughout: ends[k] is where record k ends (0: the id). */
+static void
+build_journal(struct mx_buf *j, size_t *ends, size_t *nends)
+{
+	struct queue_journal_rec r;
+
+	*nends = 0;
+	mx_buf_init(j, 0);
+	if (queue_journal_begin("0F4bXk2Mq1aBcDeFgHiJ", j) == -1)
+		bail("queue_journal_begin");
+	ends[(*nends)++] = j->len;
+	jrec_rcpt(j, 0, QUEUE_RCPT_DELIVERED, 1743502100, "250 2.0.0 Ok: queued as 4Xyz");
+	ends[(*nends)++] = j->len;
+	jrec_rcpt(j, 2, QUEUE_RCPT_DEFERRED, 1743502200, "421 4.4.2 timeout");
+	ends[(*nends)++] = j->len;
+	memset(&r, 0, sizeof(r));
+	r.type = QUEUE_JOURNAL_RETRY;
+	r.time = 1743503000;
+	r.attempts = 2;
+	if (queue_journal_encode(&r, j) == -1)
+		bail("RETRY record");
+	ends[(*nends)++] = j->len;
+	jrec_rcpt(j, 0, QUEUE_RCPT_DEFERRED, 1743502300, "must not undo delivery");
+	ends[(*nends)++] = j->len;
+	jrec_rcpt(j, 2, QUEUE_RCPT_FAILED, 1743502400, "550 5.1.1 no such user");
+	ends[(*nends)++] = j->len;
+	memset(&r, 0, sizeof(r));
+	r.type = QUEUE_JOURNAL_HOLD;
+	r.held = true;
+	if (queue_journal_encode(&r, j) == -1)
+		bail("HOLD record");
+	ends[(*nends)++] = j->len;
+}
+
 static void
 test_journal(void)
 {
@@ -499,31 +574,14 @@ test_journal(void)
 	struct queue_journal_info info;
 	struct queue_journal_rec r;
 	struct mx_buf j;
-	size_t ends[8], nends = 0, cut, off, bad;
+	size_t ends[8], nends = 0, cut, off, bad, glen;
 	enum queue_journal_result jr;
+	unsigned char *gold;
 
-	mx_buf_init(&j, 0);
-	ok(queue_journal_begin("0F4bXk2Mq1aBcDeFgHiJ", &j) == 0, "journal begin");
-	ends[nends++] = j.len;
-	jrec_rcpt(&j, 0, QUEUE_RCPT_DELIVERED, 1743502100, "250 2.0.0 Ok: queued as 4Xyz");
-	ends[nends++] = j.len;
-	jrec_rcpt(&j, 2, QUEUE_RCPT_DEFERRED, 1743502200, "421 4.4.2 timeout");
-	ends[nends++] = j.len;
-	memset(&r, 0, sizeof(r));
-	r.type = QUEUE_JOURNAL_RETRY;
-	r.time = 1743503000;
-	r.attempts = 2;
-	ok(queue_journal_encode(&r, &j) == 0, "RETRY record");
-	ends[nends++] = j.len;
-	jrec_rcpt(&j, 0, QUEUE_RCPT_DEFERRED, 1743502300, "must not undo delivery");
-	ends[nends++] = j.len;
-	jrec_rcpt(&j, 2, QUEUE_RCPT_FAILED, 1743502400, "550 5.1.1 no such user");
-	ends[nends++] = j.len;
-	memset(&r, 0, sizeof(r));
-	r.type = QUEUE_JOURNAL_HOLD;
-	r.held = true;
-	ok(queue_journal_encode(&r, &j) == 0, "HOLD record");
-	ends[nends++] = j.len;
+	build_journal(&j, ends, &nends);
+	gold = test_data_read("queue-journal-v1.bin", &glen);
+	is_blob(gold, glen, j.data, j.len, "journal encoding unchanged from the golden file");
+	free(gold);
 
 	/* Raw iteration. */
 	off = 0;
@@ -669,23 +727,36 @@ test_ids(void)
 }
 
 static int
-write_golden(const char *path)
+write_file(const char *dir, const char *name, const struct mx_buf *b)
+{
+	char path[4096];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if ((f = fopen(path, "wb")) == NULL || fwrite(b->data, 1, b->len, f) != b->len ||
+	    fclose(f) != 0) {
+		fprintf(stderr, "%s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+static int
+write_golden(const char *dir)
 {
 	struct queue_envelope env;
-	struct mx_buf a;
-	FILE *f;
+	struct mx_buf a, j;
+	size_t ends[8], nends;
+	int r;
 
 	fill_env(&env);
 	encode(&a, &env);
 	queue_envelope_clear(&env);
-	if ((f = fopen(path, "wb")) == NULL || fwrite(a.data, 1, a.len, f) != a.len ||
-	    fclose(f) != 0) {
-		fprintf(stderr, "%s: %s\n", path, strerror(errno));
-		mx_buf_free(&a);
-		return 1;
-	}
+	build_journal(&j, ends, &nends);
+	r = write_file(dir, "queue-v1.bin", &a) | write_file(dir, "queue-journal-v1.bin", &j);
 	mx_buf_free(&a);
-	return 0;
+	mx_buf_free(&j);
+	return r;
 }
 
 int
@@ -696,6 +767,7 @@ main(int argc, char **argv)
 	plan_lazy();
 	test_crc();
 	test_roundtrip();
+	test_many();
 	test_golden();
 	test_truncation();
 	test_bitflips();
