@@ -286,9 +286,7 @@ hello_parse_sni(struct front_hello *h, struct hello_cur ext)
 
 	if (!cur_vec(&ext, 2, &list) || ext.n != 0 || list.n == 0)
 		return FRONT_HELLO_ERR_SNI_DECODE;
-	while (list.n > 0) {
-		if (!cur_u8(&list, &type))
-			return FRONT_HELLO_ERR_SNI_DECODE;
+	while (cur_u8(&list, &type)) {
 		if (type != 0)
 			return FRONT_HELLO_ERR_SNI_TYPE;
 		if (!cur_vec(&list, 2, &name))

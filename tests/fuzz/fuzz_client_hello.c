@@ -1,10 +1,11 @@
 /*
- * libFuzzer target for the ClientHello reader.  The first input byte picks
- * the cap and how the rest is cut into segments; the rest is the client's
- * bytes.  Each input is fed twice, whole and in segments, and both runs must
- * agree on everything (result, reason, bytes consumed, SNI, ALPN, raw bytes);
- * every view is read end to end so the sanitizers see any overrun.  Run it
- * with the captures as a seed corpus:
+ * libFuzzer target for the ClientHello reader.  The input is the client's
+ * bytes; its last byte also picks the cap and how the input is cut into
+ * segments (so the captures in tests/data work as seeds unchanged).  Each
+ * input is fed twice, whole and in segments, and both runs must agree on
+ * everything (result, reason, bytes consumed, SNI, ALPN, raw bytes); every
+ * view is read end to end so the sanitizers see any overrun.  Run it with
+ * the captures as a seed corpus:
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
  *       tests/fuzz/fuzz_client_hello.c src/front_hello.c -o fuzz_client_hello
@@ -41,7 +42,7 @@ view_eq(struct mx_view a, struct mx_view b)
 }
 
 static void
-outcome_read(struct front_hello *h, enum front_hello_result r, size_t consumed,
+outcome_read(struct front_hello *h, size_t cap, enum front_hello_result r, size_t consumed,
     struct outcome *o)
 {
 	struct mx_view it, proto;
@@ -69,7 +70,7 @@ outcome_read(struct front_hello *h, enum front_hello_result r, size_t consumed,
 	if (r != FRONT_HELLO_DONE)
 		return;
 	check(o->raw.len == consumed);
-	check(o->raw.len <= h->max);
+	check(o->raw.len <= (cap != 0 ? cap : FRONT_HELLO_MAX_DEFAULT));
 	check(front_hello_records(h) >= 1);
 	if (front_hello_has_sni(h)) {
 		check(o->sni.len >= 1 && o->sni.len <= FRONT_HELLO_SNI_MAX);
@@ -105,7 +106,7 @@ next_seg(uint32_t *s)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const size_t caps[] = { 0, 16384, 2048, 512, 64, 6 };
+	static const size_t caps[] = { 0, 0, 0, 16384, 2048, 512, 64, 6 };
 	struct front_hello whole, seg;
 	struct outcome a, b;
 	enum front_hello_result r;
@@ -115,10 +116,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 1)
 		return 0;
-	cap = caps[data[0] % (sizeof(caps) / sizeof(caps[0]))];
-	seed = data[0];
-	data++;
-	size--;
+	seed = data[size - 1];
+	cap = caps[seed % (sizeof(caps) / sizeof(caps[0]))];
 
 	/* Whole, from a private copy so that save() can be checked. */
 	copy = malloc(size + 1);
@@ -129,7 +128,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	front_hello_init(&whole, cap);
 	r = front_hello_feed(&whole, copy, size, &used);
 	check(r != FRONT_HELLO_MORE || used == size);
-	outcome_read(&whole, r, used, &a);
+	outcome_read(&whole, cap, r, used, &a);
 	if (r == FRONT_HELLO_DONE)
 		check(memcmp(a.raw.ptr, data, a.raw.len) == 0);
 
@@ -146,7 +145,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check(used <= n);
 		total += used;
 	}
-	outcome_read(&seg, r, total, &b);
+	outcome_read(&seg, cap, r, total, &b);
 
 	check(a.r == b.r);
 	if (a.r == FRONT_HELLO_REJECT)

@@ -343,6 +343,8 @@ check_done(const char *what, const unsigned char *data, size_t len, size_t extra
 	    seg_name(seg));
 	is_blob(data, len, front_hello_raw(&h).ptr, front_hello_raw(&h).len,
 	    "%s, %s: raw bytes are the hello records", what, seg_name(seg));
+	ok(front_hello_raw(&h).len <= (max != 0 ? max : FRONT_HELLO_MAX_DEFAULT),
+	    "%s, %s: within the cap", what, seg_name(seg));
 	if (seg == 0 || (seg != SIZE_MAX && seg >= len + extra))
 		ok(front_hello_raw(&h).ptr == data, "%s, %s: not copied", what, seg_name(seg));
 	is_view(sni, front_hello_sni(&h), "%s, %s: SNI", what, seg_name(seg));
@@ -594,6 +596,22 @@ test_synthetic(void)
 	check_reject("hello one byte over the cap", in.p, in.n, 0,
 	    FRONT_HELLO_ERR_TOO_LARGE, FRONT_ALERT_HANDSHAKE_FAILURE);
 	tb_free(&in);
+	/* Two records: the second record header counts against the cap too. */
+	model_set(&m, 21, pad, msglen - 5 - (len - 5) - 4);
+	model_message(&m, &msg);
+	frame(msg.p, msg.n, 9000, 0x0301, &in);
+	is_int(16384, (long long)in.n, "two-record hello at the cap is 16384 bytes");
+	check_done("two-record hello at the cap", in.p, in.n, 0, 0, 0, SNI, NULL);
+	check_done("two-record hello at the cap", in.p, in.n, 0, 1, 0, SNI, NULL);
+	tb_free(&in);
+	tb_free(&msg);
+	model_set(&m, 21, pad, msglen - 4 - (len - 5) - 4);
+	model_message(&m, &msg);
+	frame(msg.p, msg.n, 9000, 0x0301, &in);
+	check_reject("two-record hello one byte over the cap", in.p, in.n, 0,
+	    FRONT_HELLO_ERR_TOO_LARGE, FRONT_ALERT_HANDSHAKE_FAILURE);
+	tb_free(&in);
+	tb_free(&msg);
 	/* A bigger cap admits a hello in two full records. */
 	model_set(&m, 21, pad, 20000 - (len - 5) - 4);
 	model_hello(&m, &in);
@@ -658,6 +676,12 @@ test_not_hello(void)
 	static const unsigned char finished[] = { 0x16, 0x03, 0x03, 0x00, 0x01, 20 };
 	static const unsigned char huge[] = { 0x16, 0x03, 0x01, 0x00, 0x04, 1, 0x01, 0x00, 0x00 };
 	static const unsigned char tiny[] = { 0x16, 0x03, 0x01, 0x00, 0x04, 1, 0, 0, 0 };
+	static const unsigned char norandom[] = {
+		0x16, 0x03, 0x01, 0x00, 0x0e, 1, 0, 0, 0x0a, 3, 3, 1, 2, 3, 4, 5, 6, 7, 8,
+	};
+	static const unsigned char version_only[] = {
+		0x16, 0x03, 0x01, 0x00, 0x05, 1, 0, 0, 0x01, 3,
+	};
 	static const char imap[] = "a001 CAPABILITY\r\n", http[] = "GET / HTTP/1.1\r\n";
 
 	check_reject("SSLv2-style hello", sslv2, sizeof(sslv2), 0, FRONT_HELLO_ERR_SSLV2,
@@ -689,6 +713,10 @@ test_not_hello(void)
 	    FRONT_HELLO_ERR_TOO_LARGE, FRONT_ALERT_HANDSHAKE_FAILURE);
 	check_reject("empty client_hello body", tiny, sizeof(tiny), 0, FRONT_HELLO_ERR_DECODE,
 	    FRONT_ALERT_DECODE_ERROR);
+	check_reject("client_hello of one byte", version_only, sizeof(version_only), 0,
+	    FRONT_HELLO_ERR_DECODE, FRONT_ALERT_DECODE_ERROR);
+	check_reject("client_hello cut in its random", norandom, sizeof(norandom), 0,
+	    FRONT_HELLO_ERR_DECODE, FRONT_ALERT_DECODE_ERROR);
 }
 
 /* Record-level damage to a real hello. */
@@ -751,16 +779,24 @@ test_bad_records(void)
 	    FRONT_HELLO_ERR_TRAILING, FRONT_ALERT_UNEXPECTED_MESSAGE);
 
 	/* Cap smaller than the hello. */
-	check_reject("cap 200 with a 517-byte hello", data, len, 200,
+	check_reject("cap 200", data, len, 200, FRONT_HELLO_ERR_TOO_LARGE,
+	    FRONT_ALERT_HANDSHAKE_FAILURE);
+	check_reject("cap one byte short of the hello", data, len, len - 1,
 	    FRONT_HELLO_ERR_TOO_LARGE, FRONT_ALERT_HANDSHAKE_FAILURE);
-	check_reject("cap 516 with a 517-byte hello", data, len, 516,
-	    FRONT_HELLO_ERR_TOO_LARGE, FRONT_ALERT_HANDSHAKE_FAILURE);
-	check_done("cap 517 with a 517-byte hello", data, len, 0, 1, 517, SNI, NULL);
+	check_done("cap exactly the hello", data, len, 0, 1, len, SNI, NULL);
 	in.n = 0;
 	frame(hs.p, hs.n, 1, 0x0301, &in);
 	check_reject("one-byte records beyond the cap", in.p, in.n, in.n - 1,
 	    FRONT_HELLO_ERR_TOO_LARGE, FRONT_ALERT_HANDSHAKE_FAILURE);
 	check_done("one-byte records at the cap", in.p, in.n, 0, 1, in.n, SNI, NULL);
+	/* Caps that end inside the last record header or its one byte. */
+	for (i = in.n - 6; i < in.n; i++) {
+		char what[64];
+
+		snprintf(what, sizeof(what), "one-byte records, cap %zu of %zu", i, in.n);
+		check_reject(what, in.p, in.n, i, FRONT_HELLO_ERR_TOO_LARGE,
+		    FRONT_ALERT_HANDSHAKE_FAILURE);
+	}
 
 	tb_free(&hs);
 	tb_free(&in);
@@ -980,6 +1016,17 @@ test_misc(void)
 	is_int(0, front_hello_save(&h), "save before done is harmless");
 	front_hello_clear(&h);
 	front_hello_clear(&h);
+
+	{
+		struct mx_view it = { (const unsigned char *)"\x04imap\x05pop3", 10 }, proto;
+
+		ok(front_hello_alpn_next(&it, &proto) && proto.len == 4, "ALPN walk: first");
+		ok(!front_hello_alpn_next(&it, &proto) && it.len == 0,
+		    "ALPN walk: a name past the end stops the walk");
+		it.ptr = (const unsigned char *)"\x00x";
+		it.len = 2;
+		ok(!front_hello_alpn_next(&it, &proto), "ALPN walk: an empty name stops the walk");
+	}
 
 	for (i = 0; i <= FRONT_HELLO_ERR_NOMEM; i++)
 		if (strcmp(front_hello_reason_str((enum front_hello_reason)i), "unknown") == 0)

@@ -194,6 +194,10 @@ test_v2_golden(void)
 		is_blob(unspec, sizeof(unspec), out, n > 0 ? (size_t)n : 0,
 		    "v2 AF_UNIX client: UNSPEC");
 	}
+	errno = 0;
+	ok(proxy_proto_write((enum proxy_proto_version)7, (struct sockaddr *)&c4,
+	    (struct sockaddr *)&l4, NULL, out, sizeof(out)) == -1 && errno == EINVAL,
+	    "unknown version: EINVAL");
 	is_int(0, proxy_proto_write(PROXY_PROTO_OFF, (struct sockaddr *)&c4,
 	    (struct sockaddr *)&l4, NULL, out, sizeof(out)), "off writes nothing");
 	n = proxy_proto_write(PROXY_PROTO_V2, (struct sockaddr *)&c6, (struct sockaddr *)&l6,
@@ -214,6 +218,50 @@ check_v1(const char *want, const char *src, unsigned sp, const char *dst, unsign
 	d = sa(dst, dp);
 	n = proxy_proto_write_v1((struct sockaddr *)&s, (struct sockaddr *)&d, out, sizeof(out));
 	is_blob(want, strlen(want), out, n > 0 ? (size_t)n : 0, "v1 %s", what);
+}
+
+/* The writer's address text agrees with inet_ntop() on random addresses. */
+static void
+test_v1_vs_ntop(void)
+{
+	static const unsigned char zero12[12];
+	struct sockaddr_storage s, d;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&s;
+	unsigned long state = 42;
+	char out[PROXY_PROTO_V1_MAX], want[PROXY_PROTO_V1_MAX], a[INET6_ADDRSTRLEN];
+	int i, j, tried = 0, same = 0;
+	ssize_t n;
+
+	d = sa("2001:db8::2", 993);
+	for (i = 0; i < 20000; i++) {
+		s = sa("::1", 40000);
+		for (j = 0; j < 8; j++) {
+			state = state * 6364136223846793005UL + 1442695040888963407UL;
+			if ((state >> 60) & 1)
+				continue;	/* leave the group zero */
+			sin6->sin6_addr.s6_addr[2 * j] = (unsigned char)(state >> 40);
+			sin6->sin6_addr.s6_addr[2 * j + 1] = (unsigned char)(state >> 32);
+			if ((state >> 58) & 1)
+				sin6->sin6_addr.s6_addr[2 * j] = 0;
+		}
+		if (i % 10 == 0) {
+			memset(sin6->sin6_addr.s6_addr, 0, 10);
+			sin6->sin6_addr.s6_addr[10] = sin6->sin6_addr.s6_addr[11] = 0xff;
+		}
+		/* glibc prints ::a.b.c.d for IPv4-compatible addresses; both are valid. */
+		if (memcmp(sin6->sin6_addr.s6_addr, zero12, 12) == 0)
+			continue;
+		tried++;
+		inet_ntop(AF_INET6, &sin6->sin6_addr, a, sizeof(a));
+		snprintf(want, sizeof(want), "PROXY TCP6 %s 2001:db8::2 40000 993\r\n", a);
+		n = proxy_proto_write_v1((struct sockaddr *)&s, (struct sockaddr *)&d, out,
+		    sizeof(out));
+		if (n > 0 && (size_t)n == strlen(want) && memcmp(out, want, (size_t)n) == 0)
+			same++;
+		else if (tried - same <= 3)
+			diag("inet_ntop %s, we wrote %.*s", a, (int)(n > 0 ? n : 0), out);
+	}
+	is_int(tried, same, "v1 text matches inet_ntop for %d random addresses", tried);
 }
 
 static void
@@ -244,6 +292,18 @@ test_v1_write(void)
 	check_v1(want, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 65535,
 	    "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", 65535, "longest line");
 	ok(strlen(want) <= PROXY_PROTO_V1_MAX, "longest line is %zu <= 107 bytes", strlen(want));
+
+	/* RFC 5952 corner cases of the address text. */
+	check_v1("PROXY TCP6 :: ::1 1 2\r\n", "::", 1, "::1", 2, "unspecified and loopback");
+	check_v1("PROXY TCP6 1:: 1:0:0:1::1 1 2\r\n", "1::", 1, "1:0:0:1:0:0:0:1", 2,
+	    "longest zero run compressed");
+	check_v1("PROXY TCP6 1::1:0:0:1:1 1:0:1:1:1:1:1:1 1 2\r\n", "1:0:0:1:0:0:1:1", 1,
+	    "1:0:1:1:1:1:1:1", 2, "first of equal runs, no single-group ::");
+	check_v1("PROXY TCP6 2001:db8:a:b:c:d:e:f ::2:3 1 2\r\n", "2001:db8:a:b:c:d:e:f", 1,
+	    "::2:3", 2, "no zero run; IPv4-compatible stays hex");
+	check_v1("PROXY TCP6 fe80::ab:cdef ::ffff:0.0.0.0 1 2\r\n", "fe80::ab:cdef", 1,
+	    "::ffff:0.0.0.0", 2, "lower case without leading zeros");
+	test_v1_vs_ntop();
 
 	n = proxy_proto_write_v1(NULL, (struct sockaddr *)&d, out, sizeof(out));
 	is_blob("PROXY UNKNOWN\r\n", 15, out, n > 0 ? (size_t)n : 0, "v1 unknown client");
@@ -504,7 +564,9 @@ test_parse(void)
 			{ "PROXY TCP6 192.0.2.1 2001:db8::1 1 2\r\n", "v1: bad address",
 			  "v1 IPv4 in TCP6" },
 			{ "PROXY TCP6 0000:0000:0000:0000:0000:0000:0000:0000:0000 ::1 1 2\r\n",
-			  "v1: bad address", "v1 address too long" },
+			  "v1: bad address", "v1 nine groups" },
+			{ "PROXY TCP6 0000:0000:0000:0000:0000:0000:0000:0000:0000:0000 ::1 1 2"
+			  "\r\n", "v1: bad address", "v1 address longer than any" },
 			{ "PROXZ TCP4", "not a PROXY header", "v1 bad signature" },
 			{ "GET / HTTP/1.1\r\n", "not a PROXY header", "HTTP" },
 		};
