@@ -6,9 +6,9 @@ set -eu
 
 build="autoconf automake make gcc pkg-config libevent-dev libgnutls28-dev libunbound-dev
 	libsqlite3-dev libspf2-dev libmilter-dev"
-test="openssl gnutls-bin curl swaks postfix dnsmasq-base bind9-dnsutils python3 iproute2
-	clang libclang-rt-dev procps"
-bench="haproxy nginx libnginx-mod-stream wrk valgrind"
+test="openssl gnutls-bin curl swaks libnet-ssleay-perl libio-socket-inet6-perl postfix dnsmasq-base bind9-dnsutils python3 iproute2
+	clang libclang-rt-dev procps haproxy opendkim"
+bench="haproxy nginx libnginx-mod-stream wrk valgrind strace"
 
 want=
 [ $# -gt 0 ] || set -- build test

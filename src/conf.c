@@ -131,6 +131,7 @@ conf_defaults(struct conf *c)
 	c->smtp_timeout_command = 300;
 	c->smtp_timeout_data = 180;
 	c->smtp_max_errors = 10;
+	c->smtp_greet_delay = 0;
 
 	c->queue_lifetime = 5 * 86400;
 	c->queue_retry_min = 300;
@@ -141,6 +142,7 @@ conf_defaults(struct conf *c)
 	c->relay_max_concurrency = 100;
 	c->relay_destination_concurrency = 10;
 	c->relay_allow_ipv4 = false;
+	c->relay_mx_port = 25;
 
 	mx_strlcpy(c->spf_user, "nobody", sizeof(c->spf_user));
 	c->spf_timeout = 20;
@@ -488,6 +490,7 @@ static const struct conf_directive directives[] = {
 	{ "smtp_timeout_command", 1, 1, h_duration, FIELD(smtp_timeout_command), 1, 3600 },
 	{ "smtp_timeout_data", 1, 1, h_duration, FIELD(smtp_timeout_data), 1, 3600 },
 	{ "smtp_max_errors", 1, 1, h_number, FIELD(smtp_max_errors), 1, 1000 },
+	{ "smtp_greet_delay", 1, 1, h_duration, FIELD(smtp_greet_delay), 0, 60 },
 
 	{ "queue_lifetime", 1, 1, h_duration, FIELD(queue_lifetime), 60, 60 * DAY },
 	{ "queue_retry_min", 1, 1, h_duration, FIELD(queue_retry_min), 1, DAY },
@@ -499,6 +502,7 @@ static const struct conf_directive directives[] = {
 	{ "relay_destination_concurrency", 1, 1, h_number,
 	    FIELD(relay_destination_concurrency), 1, 1000 },
 	{ "relay_allow_ipv4", 1, 1, h_bool, FIELD(relay_allow_ipv4), 0, 0 },
+	{ "relay_mx_port", 1, 1, h_number, FIELD(relay_mx_port), 1, 65535 },
 
 	{ "milter", 2, CONF_MAX_ARGS, h_milter, 0, 0, 0 },
 	{ "spf_user", 1, 1, h_user, FIELD(spf_user), 0, 0 },

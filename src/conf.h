@@ -93,6 +93,7 @@ struct conf {
 	long long smtp_timeout_command;		/* default 300 */
 	long long smtp_timeout_data;		/* default 180 (per data block) */
 	long long smtp_max_errors;		/* default 10, then 421 */
+	long long smtp_greet_delay;		/* seconds before the 220; default 0 */
 
 	/* queue and relay */
 	long long queue_lifetime;		/* default 5 days */
@@ -104,6 +105,7 @@ struct conf {
 	long long relay_max_concurrency;	/* default 100 */
 	long long relay_destination_concurrency;	/* default 10 */
 	bool relay_allow_ipv4;			/* default no: primaries are v6-only */
+	long long relay_mx_port;		/* default 25: port of MX-routed delivery */
 
 	/* filtering */
 	struct conf_milter milters[CONF_MAX_MILTERS];

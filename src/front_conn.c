@@ -2,8 +2,10 @@
  * The TLS front: accept on front_listen sockets, read the ClientHello
  * without terminating TLS, route its SNI name through the domain table,
  * connect to the domain's backend for the service, send the PROXY header
- * and the ClientHello in one write, then move bytes both ways with
- * splice(2) through a pipe per direction until both sides have closed.
+ * and the ClientHello in one write, then move bytes both ways until both
+ * sides have closed: small reads go through one shared scratch buffer
+ * (recv, then send at once), and a direction whose read fills that buffer
+ * switches to splice(2) through a pipe, so bulk data is never copied.
  *
  * Trust: everything the client sends is hostile until the parser
  * (front_hello.c) accepted it, and even then only the SNI is used, after
@@ -12,9 +14,15 @@
  *
  * Cost: one persistent edge-triggered event per socket and one timer per
  * connection; the timer is re-armed once per idle period, not per packet.
- * Pipes are pooled, so a steady stream of short connections does not pay
- * for pipe2() and close().  Nothing but the connection struct stays
- * allocated while a connection idles.
+ * System calls are most of the cost of a short connection, so none is
+ * spent to learn what is already known: a read shorter than asked means
+ * the socket is drained (EPOLLRDHUP says when an EOF is still to be read),
+ * a short write means its buffer is full, a failed connect shows up as the
+ * first send's error, and TCP_NODELAY is inherited from the listener.
+ * Pipes are pooled, so bulk connections do not pay for pipe2() and close().
+ * Nothing but the connection struct stays allocated while a connection
+ * idles, unless a peer is not reading (its unsent bytes) or the direction
+ * once carried bulk data (its pipe, in the kernel).
  *
  * Failure: a broken connection is closed and logged with its reason;
  * nothing here can stop the daemon.
@@ -27,6 +35,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +53,7 @@
 #include "proxy_proto.h"
 #include "stats.h"
 
-#define FRONT_READ_CHUNK 16384		/* one read during the hello phase */
+#define FRONT_SCRATCH 16384		/* one read: hello phase, and relay in copy mode */
 #define FRONT_SPLICE_MAX (1 << 20)	/* bytes asked of one splice() */
 #define FRONT_MAX_TARGETS 16		/* backend addresses tried in turn */
 #define FRONT_PIPE_POOL 256
@@ -58,10 +67,15 @@ enum front_state {
 
 static const char *const state_names[] = { "hello", "resolve", "connect", "relay" };
 
-/* One direction of the relay: src -> pipe -> dst. */
+/*
+ * One direction of the relay: src -> scratch -> dst (copy mode), or
+ * src -> pipe -> dst once a read filled the scratch buffer (splice mode).
+ */
 struct front_dir {
-	int pipe[2];		/* [0] read end, [1] write end; -1 until needed */
-	size_t pending;		/* bytes sitting in the pipe */
+	int pipe[2];		/* [0] read end, [1] write end; -1 in copy mode */
+	size_t pending;		/* bytes not yet written to dst: in the pipe or in spill */
+	unsigned char *spill;	/* copy mode: what dst did not take, pending bytes at spilloff */
+	size_t spilloff;
 	uint64_t bytes;
 	bool eof;		/* src said EOF (and the pipe is drained: dst shut) */
 	bool shut;		/* shutdown(dst, SHUT_WR) done */
@@ -76,16 +90,18 @@ struct front_conn {
 	enum front_state state;
 	enum front_service service;
 	bool c_readable, c_writable, b_readable, b_writable;
+	bool c_rdhup, b_rdhup;	/* EPOLLRDHUP seen: read on until EOF */
 	bool counted_client;
 	uint32_t id;
 
 	struct front_dir up;	/* client -> backend */
 	struct front_dir down;	/* backend -> client */
 
-	struct sockaddr_storage client;
-	socklen_t clientlen;
-	struct sockaddr_storage local;
-	socklen_t locallen;
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in sin;
+		struct sockaddr_in6 sin6;
+	} client;
 	uint64_t started;	/* usec, monotonic */
 	int64_t last_active;	/* seconds, monotonic, coarse */
 
@@ -104,11 +120,12 @@ struct front_setup {
 	enum registry_proxy proxy;
 	uint16_t port;
 	size_t ntargets, next_target;
-	struct sockaddr_storage targets[FRONT_MAX_TARGETS];
 	unsigned char *out;	/* PROXY header + hello + early bytes, unsent part */
 	size_t outlen, outoff;
 	size_t client_bytes;	/* of out, the bytes that came from the client */
 	const char *last_error;
+	/* Last, and not zeroed: a slot is written before it is read (see front_route). */
+	struct sockaddr_storage targets[FRONT_MAX_TARGETS];
 };
 
 struct front_listener {
@@ -122,6 +139,8 @@ static struct client_limits *limits;
 static size_t active;
 static uint32_t next_id;
 static int pipe_pool[FRONT_PIPE_POOL][2];
+/* The event loop is single-threaded: one buffer serves every read that is written on at once. */
+static unsigned char scratch[FRONT_SCRATCH];
 static int npipes;
 static struct timeval idle_tv[FRONT_NSERVICES];
 static const struct timeval *idle_common[FRONT_NSERVICES];
@@ -203,17 +222,20 @@ hello_free(struct front_conn *fc)
 static void
 front_close(struct front_conn *fc, const char *outcome)
 {
-	char client[ADDR_STR_MAX], sni[LOG_SAFE_MAX];
-	const char *sni_raw = fc->names ? fc->names : "";
-	uint64_t ms = (mx_now_usec() - fc->started) / 1000u;
+	/* Formatting the access line is most of a connection's user time: only when logged. */
+	if (log_enabled(LOG_LEVEL_INFO)) {
+		char client[ADDR_STR_MAX], sni[LOG_SAFE_MAX];
+		const char *sni_raw = fc->names ? fc->names : "";
+		uint64_t ms = (mx_now_usec() - fc->started) / 1000u;
 
-	log_safe(sni, sizeof(sni), sni_raw, strlen(sni_raw));
-	log_info("event=front_conn id=%08x client=%s service=%s sni=%s backend=%s up=%llu "
-	    "down=%llu duration_ms=%llu outcome=%s", fc->id,
-	    addr_format((struct sockaddr *)&fc->client, client, sizeof(client)),
-	    front_service_name(fc->service), sni[0] ? sni : "-",
-	    fc->backend_text ? fc->backend_text : "-", (unsigned long long)fc->up.bytes,
-	    (unsigned long long)fc->down.bytes, (unsigned long long)ms, outcome);
+		log_safe(sni, sizeof(sni), sni_raw, strlen(sni_raw));
+		log_info("event=front_conn id=%08x client=%s service=%s sni=%s backend=%s "
+		    "up=%llu down=%llu duration_ms=%llu outcome=%s", fc->id,
+		    addr_format(&fc->client.sa, client, sizeof(client)),
+		    front_service_name(fc->service), sni[0] ? sni : "-",
+		    fc->backend_text ? fc->backend_text : "-", (unsigned long long)fc->up.bytes,
+		    (unsigned long long)fc->down.bytes, (unsigned long long)ms, outcome);
+	}
 	*c_bytes_up += fc->up.bytes;
 	*c_bytes_down += fc->down.bytes;
 
@@ -227,10 +249,12 @@ front_close(struct front_conn *fc, const char *outcome)
 		close(fc->bfd);
 	pipe_put(fc->up.pipe, fc->up.pending == 0);
 	pipe_put(fc->down.pipe, fc->down.pending == 0);
+	free(fc->up.spill);
+	free(fc->down.spill);
 	setup_free(fc);
 	hello_free(fc);
 	if (fc->counted_client)
-		client_limits_release(limits, (struct sockaddr *)&fc->client);
+		client_limits_release(limits, &fc->client.sa);
 	free(fc->names);
 	free(fc);
 	active--;
@@ -294,7 +318,7 @@ front_route(struct front_conn *fc)
 	addr_hostport_format(&hp, target, sizeof(target));
 	tlen = strlen(target);
 	if ((fc->names = malloc(sni.len + 1 + tlen + 1)) == NULL ||
-	    (s = calloc(1, sizeof(*s))) == NULL) {
+	    (s = malloc(sizeof(*s))) == NULL) {
 		front_alert_close(fc, FRONT_ALERT_INTERNAL_ERROR, "out_of_memory");
 		return -1;
 	}
@@ -302,6 +326,8 @@ front_route(struct front_conn *fc)
 	fc->names[sni.len] = '\0';
 	memcpy(fc->names + sni.len + 1, target, tlen + 1);
 	fc->backend_text = fc->names + sni.len + 1;
+	/* Zeroing the 2 KiB of address slots would cost more than routing itself. */
+	memset(s, 0, offsetof(struct front_setup, targets));
 	fc->setup = s;
 	s->proxy = d->proxy;
 	s->port = hp.port;
@@ -327,7 +353,12 @@ front_build_preamble(struct front_conn *fc, const unsigned char *early, size_t e
 	if (s->proxy != REG_PROXY_OFF) {
 		struct proxy_proto_tlvs tlvs;
 		struct mx_view alpn, it, first;
+		struct sockaddr_storage local;
+		socklen_t locallen = sizeof(local);
 
+		/* Only the PROXY header needs the local address: no syscall without it. */
+		if (getsockname(fc->cfd, (struct sockaddr *)&local, &locallen) == -1)
+			local.ss_family = AF_UNSPEC;
 		memset(&tlvs, 0, sizeof(tlvs));
 		tlvs.authority = front_hello_sni(fc->hello);
 		if (front_hello_has_alpn(fc->hello)) {
@@ -336,7 +367,7 @@ front_build_preamble(struct front_conn *fc, const unsigned char *early, size_t e
 				tlvs.alpn = first;
 		}
 		hlen = proxy_proto_write(s->proxy == REG_PROXY_V1 ? PROXY_PROTO_V1 : PROXY_PROTO_V2,
-		    (struct sockaddr *)&fc->client, (struct sockaddr *)&fc->local, &tlvs, hdr,
+		    &fc->client.sa, (struct sockaddr *)&local, &tlvs, hdr,
 		    sizeof(hdr));
 		if (hlen < 0)
 			return -1;
@@ -422,9 +453,10 @@ front_try_connect(struct front_conn *fc)
 			continue;
 		}
 		front_enter_state(fc, FRONT_ST_CONNECT);
-		event_assign(&fc->ev_backend, mxd->base, fc->bfd, EV_READ | EV_WRITE | EV_PERSIST |
-		    EV_ET, front_backend_cb, fc);
-		fc->b_readable = fc->b_writable = false;
+		s->outoff = 0;
+		event_assign(&fc->ev_backend, mxd->base, fc->bfd, EV_READ | EV_WRITE | EV_CLOSED |
+		    EV_PERSIST | EV_ET, front_backend_cb, fc);
+		fc->b_readable = fc->b_writable = fc->b_rdhup = false;
 		event_add(&fc->ev_backend, NULL);
 		timer_arm(fc, mxd->conf->front_connect_timeout);
 		return;
@@ -435,32 +467,92 @@ front_try_connect(struct front_conn *fc)
 	front_alert_close(fc, FRONT_ALERT_INTERNAL_ERROR, "backend_unreachable");
 }
 
+/* Write what is pending in d to dst: 0 when all of it went, 1 when dst is full, -1 on error. */
+static int
+front_flush(struct front_dir *d, int dst, bool *writable)
+{
+	while (d->pending > 0) {
+		ssize_t n;
+		size_t want = d->pending;
+
+		if (!*writable)
+			return 1;
+		if (d->pipe[0] != -1)
+			n = splice(d->pipe[0], NULL, dst, NULL, want,
+			    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		else
+			n = send(dst, d->spill + d->spilloff, want, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				return -1;
+			*writable = false;
+			return 1;
+		}
+		d->pending -= (size_t)n;
+		d->bytes += (uint64_t)n;
+		if (d->spill != NULL)
+			d->spilloff += (size_t)n;
+		/* A short write means the socket buffer is full: no need to be told twice. */
+		if ((size_t)n < want)
+			*writable = false;
+	}
+	if (d->spill != NULL) {
+		free(d->spill);
+		d->spill = NULL;
+		d->spilloff = 0;
+	}
+	return 0;
+}
+
+/*
+ * Copy mode: one read into the scratch buffer, written on at once; what dst
+ * does not take is kept in d->spill.  Returns the bytes read (0 at EOF), or
+ * -1 with errno.
+ */
+static ssize_t
+front_copy(struct front_dir *d, int src, int dst, bool *writable)
+{
+	ssize_t n, w = 0;
+
+	n = recv(src, scratch, sizeof(scratch), 0);
+	if (n <= 0)
+		return n;
+	if (*writable) {
+		while ((w = send(dst, scratch, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 &&
+		    errno == EINTR)
+			;
+		if (w < 0) {
+			if (errno != EAGAIN)
+				return -1;
+			w = 0;
+		}
+		d->bytes += (uint64_t)w;
+		if (w < n)
+			*writable = false;
+	}
+	if (w < n) {
+		if ((d->spill = malloc((size_t)(n - w))) == NULL)
+			return -1;
+		memcpy(d->spill, scratch + w, (size_t)(n - w));
+		d->spilloff = 0;
+		d->pending = (size_t)(n - w);
+	}
+	return n;
+}
+
 /* Move what can move in one direction; returns -1 on a fatal error. */
 static int
 front_pump(struct front_conn *fc, struct front_dir *d, int src, int dst, bool *readable,
-    bool *writable)
+    bool *writable, bool rdhup)
 {
 	for (;;) {
 		ssize_t n;
+		int r;
 
-		if (d->pending > 0) {
-			if (!*writable)
-				return 0;
-			n = splice(d->pipe[0], NULL, dst, NULL, d->pending,
-			    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-			if (n < 0) {
-				if (errno == EAGAIN) {
-					*writable = false;
-					return 0;
-				}
-				if (errno == EINTR)
-					continue;
-				return -1;
-			}
-			d->pending -= (size_t)n;
-			d->bytes += (uint64_t)n;
-			continue;
-		}
+		if ((r = front_flush(d, dst, writable)) != 0)
+			return r == 1 ? 0 : -1;
 		if (d->eof) {
 			if (!d->shut) {
 				shutdown(dst, SHUT_WR);
@@ -468,35 +560,54 @@ front_pump(struct front_conn *fc, struct front_dir *d, int src, int dst, bool *r
 			}
 			return 0;
 		}
-		if (!*readable)
+		/* Reading while dst cannot take anything only moves the backlog into our memory. */
+		if (!*readable || (!*writable && d->pipe[0] == -1))
 			return 0;
-		if (d->pipe[0] == -1 && pipe_get(d->pipe) == -1)
-			return -1;
-		n = splice(src, NULL, d->pipe[1], NULL, FRONT_SPLICE_MAX,
-		    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-		if (n < 0) {
-			if (errno == EAGAIN) {
-				*readable = false;
-				return 0;
-			}
-			if (errno == EINTR)
+		if (d->pipe[0] == -1) {
+			n = front_copy(d, src, dst, writable);
+			if (n > 0) {
+				fc->last_active = now_sec();
+				/*
+				 * Even a short read must be followed by one that says
+				 * EAGAIN: libevent reports EPOLLHUP and EPOLLERR as plain
+				 * read and write, so an EOF or a reset that came with
+				 * the data would never be seen again.
+				 */
+				if ((size_t)n == sizeof(scratch) && d->pending == 0 &&
+				    pipe_get(d->pipe) == -1)
+					return -1;	/* bulk: the kernel moves it from now on */
 				continue;
-			return -1;
+			}
+		} else {
+			n = splice(src, NULL, d->pipe[1], NULL, FRONT_SPLICE_MAX,
+			    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			if (n > 0) {
+				/* A short splice may only mean a full pipe: read on to EAGAIN. */
+				d->pending = (size_t)n;
+				fc->last_active = now_sec();
+				continue;
+			}
 		}
 		if (n == 0) {
 			d->eof = true;
 			continue;
 		}
-		d->pending = (size_t)n;
-		fc->last_active = now_sec();
+		if (errno == EAGAIN) {
+			*readable = false;
+			return 0;
+		}
+		if (errno != EINTR)
+			return -1;
 	}
 }
 
 static void
 front_relay(struct front_conn *fc)
 {
-	if (front_pump(fc, &fc->up, fc->cfd, fc->bfd, &fc->c_readable, &fc->b_writable) == -1 ||
-	    front_pump(fc, &fc->down, fc->bfd, fc->cfd, &fc->b_readable, &fc->c_writable) == -1) {
+	if (front_pump(fc, &fc->up, fc->cfd, fc->bfd, &fc->c_readable, &fc->b_writable,
+	    fc->c_rdhup) == -1 ||
+	    front_pump(fc, &fc->down, fc->bfd, fc->cfd, &fc->b_readable, &fc->c_writable,
+	    fc->b_rdhup) == -1) {
 		front_close(fc, errno == ECONNRESET || errno == EPIPE ? "reset" : "io_error");
 		return;
 	}
@@ -510,7 +621,7 @@ front_start_relay(struct front_conn *fc)
 	setup_free(fc);
 	front_enter_state(fc, FRONT_ST_RELAY);
 	fc->last_active = now_sec();
-	event_del(&fc->ev_timer);
+	/* Re-adding moves the pending connect timer: no event_del first. */
 	event_add(&fc->ev_timer, idle_common[fc->service]);
 	front_relay(fc);
 }
@@ -532,11 +643,18 @@ front_send_preamble(struct front_conn *fc)
 			}
 			if (errno == EINTR)
 				continue;
-			s->last_error = "write failed";
+			/* A failed connect shows up here: no getsockopt(SO_ERROR) needed. */
+			log_debug("event=front_connect_failed id=%08x errno=%d", fc->id, errno);
+			s->last_error = s->outoff == 0 ? "connection refused or unreachable" :
+			    "write failed";
 			front_try_connect(fc);
 			return;
 		}
 		s->outoff += (size_t)n;
+		if (s->outoff < s->outlen) {
+			fc->b_writable = false;
+			return;
+		}
 	}
 	fc->up.bytes += s->client_bytes;
 	front_start_relay(fc);
@@ -551,23 +669,11 @@ front_backend_cb(evutil_socket_t fd, short what, void *arg)
 		fc->b_readable = true;
 	if (what & EV_WRITE)
 		fc->b_writable = true;
+	if (what & EV_CLOSED)
+		fc->b_readable = fc->b_rdhup = true;
 	if (fc->state == FRONT_ST_CONNECT) {
-		int err = 0;
-		socklen_t len = sizeof(err);
-
-		if (!fc->b_writable)
-			return;
-		if (fc->setup->outoff == 0) {
-			if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
-				err = errno;
-			if (err != 0) {
-				log_debug("event=front_connect_failed id=%08x errno=%d", fc->id, err);
-				fc->setup->last_error = "connection refused or unreachable";
-				front_try_connect(fc);
-				return;
-			}
-		}
-		front_send_preamble(fc);
+		if (fc->b_writable)
+			front_send_preamble(fc);
 		return;
 	}
 	if (fc->state == FRONT_ST_RELAY)
@@ -577,12 +683,13 @@ front_backend_cb(evutil_socket_t fd, short what, void *arg)
 static void
 front_hello_read(struct front_conn *fc)
 {
-	unsigned char buf[FRONT_READ_CHUNK];
+	/* The parser may keep views into what it was fed until the preamble copied them. */
+	unsigned char *buf = scratch;
 
 	for (;;) {
 		enum front_hello_result r;
 		size_t used = 0;
-		ssize_t n = recv(fc->cfd, buf, sizeof(buf), 0);
+		ssize_t n = recv(fc->cfd, buf, sizeof(scratch), 0);
 		int routed;
 
 		if (n < 0) {
@@ -600,8 +707,14 @@ front_hello_read(struct front_conn *fc)
 			return;
 		}
 		r = front_hello_feed(fc->hello, buf, (size_t)n, &used);
-		if (r == FRONT_HELLO_MORE)
+		if (r == FRONT_HELLO_MORE) {
+			/* A short read drained the socket: wait for the next edge. */
+			if ((size_t)n < sizeof(scratch) && !fc->c_rdhup) {
+				fc->c_readable = false;
+				return;
+			}
 			continue;
+		}
 		if (r == FRONT_HELLO_REJECT) {
 			enum front_alert alert;
 			enum front_hello_reason why = front_hello_reason(fc->hello);
@@ -609,7 +722,7 @@ front_hello_read(struct front_conn *fc)
 
 			(*c_malformed)++;
 			log_info("event=front_hello_rejected id=%08x client=%s reason=\"%s\"",
-			    fc->id, addr_format((struct sockaddr *)&fc->client, client,
+			    fc->id, addr_format(&fc->client.sa, client,
 			    sizeof(client)), front_hello_reason_str(why));
 			if (front_hello_alert(fc->hello, &alert))
 				front_alert_close(fc, alert, "bad_hello");
@@ -617,16 +730,21 @@ front_hello_read(struct front_conn *fc)
 				front_close(fc, "not_tls");
 			return;
 		}
-		/* Done: route, keep the hello bytes, and go find the backend. */
-		event_del(&fc->ev_timer);
+		/*
+		 * Done: route, keep the hello bytes, and go find the backend.  The
+		 * connect timer replaces the hello timer by re-adding it.
+		 */
 		if ((routed = front_route(fc)) == -1)
 			return;
 		if (front_build_preamble(fc, buf + used, (size_t)n - used) == -1) {
 			front_alert_close(fc, FRONT_ALERT_INTERNAL_ERROR, "out_of_memory");
 			return;
 		}
-		/* Further client bytes wait in the socket until the relay starts. */
-		fc->c_readable = true;
+		/*
+		 * Further client bytes wait in the socket until the relay starts;
+		 * after a short read there are none yet, and new ones are a new edge.
+		 */
+		fc->c_readable = (size_t)n == sizeof(scratch) || fc->c_rdhup;
 		if (routed == 1) {
 			front_enter_state(fc, FRONT_ST_RESOLVE);
 			timer_arm(fc, mxd->conf->front_connect_timeout);
@@ -653,6 +771,8 @@ front_client_cb(evutil_socket_t fd, short what, void *arg)
 		fc->c_readable = true;
 	if (what & EV_WRITE)
 		fc->c_writable = true;
+	if (what & EV_CLOSED)
+		fc->c_readable = fc->c_rdhup = true;
 	switch (fc->state) {
 	case FRONT_ST_HELLO:
 		if (fc->c_readable)
@@ -705,7 +825,6 @@ front_accept(int fd, struct sockaddr *sa, socklen_t salen, void *arg)
 	struct front_listener *fl = arg;
 	struct front_conn *fc;
 	struct timeval tv;
-	int one = 1;
 
 	(*c_accepted)++;
 	if ((long long)active >= mxd->conf->front_max_connections) {
@@ -738,20 +857,22 @@ front_accept(int fd, struct sockaddr *sa, socklen_t salen, void *arg)
 	fc->up.pipe[0] = fc->up.pipe[1] = fc->down.pipe[0] = fc->down.pipe[1] = -1;
 	fc->service = fl->service;
 	fc->started = mx_now_usec();
-	memcpy(&fc->client, sa, salen);
-	fc->clientlen = salen;
-	fc->locallen = sizeof(fc->local);
-	if (getsockname(fd, (struct sockaddr *)&fc->local, &fc->locallen) == -1)
-		fc->locallen = 0;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	memcpy(&fc->client, sa, salen < sizeof(fc->client) ? salen : sizeof(fc->client));
 	front_hello_init(fc->hello, (size_t)mxd->conf->front_hello_max);
-	event_assign(&fc->ev_client, mxd->base, fd, EV_READ | EV_WRITE | EV_PERSIST | EV_ET,
-	    front_client_cb, fc);
+	event_assign(&fc->ev_client, mxd->base, fd, EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST |
+	    EV_ET, front_client_cb, fc);
 	evtimer_assign(&fc->ev_timer, mxd->base, front_timer_cb, fc);
 	event_add(&fc->ev_client, NULL);
 	tv.tv_sec = (time_t)mxd->conf->front_hello_timeout;
 	tv.tv_usec = 0;
 	event_add(&fc->ev_timer, &tv);
+	/*
+	 * A client sends its hello right behind the handshake's last ACK, so it
+	 * is usually here already: read now instead of a loop round later (at
+	 * worst one EAGAIN).  This may close fc.
+	 */
+	fc->c_readable = true;
+	front_hello_read(fc);
 }
 
 static void
@@ -793,7 +914,12 @@ front_start(void)
 	front_set_idle_timeouts();
 	for (i = 0; i < mxd->conf->n_front_listen; i++) {
 		struct front_listener *fl = &listeners[nlisteners];
+		int one = 1;
 
+		/* Linux copies TCP_NODELAY into every accepted socket: one call, not one each. */
+		if (setsockopt(mxd->front_fds[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1)
+			log_warn("event=front_nodelay_failed listener=%s",
+			    mxd->conf->front_listen[i].text);
 		fl->service = mxd->conf->front_listen[i].service;
 		fl->l = listener_new(mxd->base, mxd->front_fds[i], front_accept, fl,
 		    front_service_name(fl->service));

@@ -28,7 +28,12 @@
 #include "daemon.h"
 #include "listen.h"
 #include "log.h"
+#include "milter.h"
+#include "queue.h"
 #include "registry.h"
+#include "relay.h"
+#include "smtp.h"
+#include "spf.h"
 #include "stats.h"
 
 #define SHUTDOWN_DEADLINE 30		/* seconds for work in flight at SIGTERM */
@@ -42,6 +47,10 @@ struct daemon *mxd;
  */
 static const struct daemon_module *const modules[] = {
 	&front_module,
+	&smtp_module,
+	&relay_module,
+	&milter_module,
+	&spf_module,
 	/* @MODULES@ */
 };
 
@@ -311,6 +320,8 @@ main(int argc, char **argv)
 	int ch;
 	size_t i;
 
+	/* The SPF helper is this binary, re-executed: it never returns from here. */
+	spf_helper_exec_main(argc, argv);
 	while ((ch = getopt(argc, argv, "c:fnVh")) != -1) {
 		switch (ch) {
 		case 'c':
@@ -378,6 +389,10 @@ main(int argc, char **argv)
 	if (control_bind(c->control_socket, pw ? pw->pw_uid : (uid_t)-1,
 	    pw ? pw->pw_gid : (gid_t)-1) == -1)
 		log_fatal("cannot create control socket %s", c->control_socket);
+	/* The SPF helper starts as root (to become spf_user) and before any key is loaded. */
+	spf_preinit(c, foreground);
+	/* The STARTTLS key may be readable by root only: load it before the drop. */
+	smtp_preinit();
 
 	if (!foreground)
 		daemonize();
@@ -390,6 +405,9 @@ main(int argc, char **argv)
 		log_fatalx("cannot create the event loop");
 	if ((mxd->dns = dns_new(mxd->base, c->resolver, err, sizeof(err))) == NULL)
 		log_fatalx("resolver %s: %s", c->resolver, err);
+	/* After the drop, so tmp/, queue/ and corrupt/ belong to `user`. */
+	if (queue_init(mxd->base, c->spool_dir, err, sizeof(err)) == -1)
+		log_fatalx("%s", err);
 	c_registry_reloads = stats_counter("registry.reloads");
 	control_register("status", "status", cmd_status);
 	control_register("reload", "reload", cmd_reload);
@@ -414,7 +432,8 @@ main(int argc, char **argv)
 	event_base_dispatch(mxd->base);
 	log_info("event=stopped");
 
-	if (pidfile_written && unlink(c->pid_file) == -1 && errno != ENOENT)
+	/* Not c: a reload replaced (and freed) the config main() loaded. */
+	if (pidfile_written && unlink(mxd->conf->pid_file) == -1 && errno != ENOENT)
 		log_warn("event=pidfile_unlink_failed");
 	event_free(ev_sigterm);
 	event_free(ev_sigint);
@@ -422,6 +441,8 @@ main(int argc, char **argv)
 	event_free(ev_registry);
 	if (ev_deadline != NULL)
 		event_free(ev_deadline);
+	/* Commits still in the workers finish and report before the loop goes. */
+	queue_shutdown();
 	dns_free(&mxd->dns);
 	domain_table_unref(&mxd->domains);
 	registry_close(&mxd->registry);
