@@ -242,20 +242,52 @@ static const unsigned char v4mapped_prefix[12] = {
 	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff
 };
 
+/* Decimal digits of v into out; returns the count.  Used on the per-connection log path. */
+static size_t
+fmt_uint(unsigned v, char *out)
+{
+	char tmp[10];
+	size_t n = 0, i;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	for (i = 0; i < n; i++)
+		out[i] = tmp[n - 1 - i];
+	return n;
+}
+
+/* "a.b.c.d" without printf (glibc's inet_ntop formats IPv4 with sprintf). */
+static void
+fmt_v4(const unsigned char *a, char *buf, size_t size)
+{
+	char tmp[16];
+	size_t n = 0;
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		if (i > 0)
+			tmp[n++] = '.';
+		n += fmt_uint(a[i], tmp + n);
+	}
+	tmp[n] = '\0';
+	if (mx_strlcpy(buf, tmp, size) == -1 && size > 0)
+		buf[0] = '\0';
+}
+
 const char *
 addr_format_ip(const struct sockaddr *sa, char *buf, size_t size)
 {
 	if (sa->sa_family == AF_INET) {
 		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
 
-		if (inet_ntop(AF_INET, &s4->sin_addr, buf, (socklen_t)size) == NULL)
-			snprintf(buf, size, "?");
+		fmt_v4((const unsigned char *)&s4->sin_addr, buf, size);
 	} else if (sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
 
 		if (memcmp(s6->sin6_addr.s6_addr, v4mapped_prefix, 12) == 0) {
-			if (inet_ntop(AF_INET, s6->sin6_addr.s6_addr + 12, buf, (socklen_t)size) == NULL)
-				snprintf(buf, size, "?");
+			fmt_v4(s6->sin6_addr.s6_addr + 12, buf, size);
 		} else if (inet_ntop(AF_INET6, &s6->sin6_addr, buf, (socklen_t)size) == NULL)
 			snprintf(buf, size, "?");
 	} else if (sa->sa_family == AF_UNIX)
@@ -271,18 +303,31 @@ addr_format(const struct sockaddr *sa, char *buf, size_t size)
 	char ip[INET6_ADDRSTRLEN];
 	unsigned port;
 
+	char out[ADDR_STR_MAX];
+	size_t n;
+
 	addr_format_ip(sa, ip, sizeof(ip));
-	if (sa->sa_family == AF_INET) {
-		port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
-		snprintf(buf, size, "%s:%u", ip, port);
-	} else if (sa->sa_family == AF_INET6) {
-		port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
-		if (strchr(ip, ':') != NULL)
-			snprintf(buf, size, "[%s]:%u", ip, port);
-		else
-			snprintf(buf, size, "%s:%u", ip, port);
-	} else
-		snprintf(buf, size, "%s", ip);
+	if (sa->sa_family != AF_INET && sa->sa_family != AF_INET6) {
+		mx_strlcpy(buf, ip, size);
+		return buf;
+	}
+	port = sa->sa_family == AF_INET ? ntohs(((const struct sockaddr_in *)sa)->sin_port) :
+	    ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+	n = 0;
+	if (strchr(ip, ':') != NULL) {
+		out[n++] = '[';
+		n += strlen(ip);
+		memcpy(out + 1, ip, n - 1);
+		out[n++] = ']';
+	} else {
+		n = strlen(ip);
+		memcpy(out, ip, n);
+	}
+	out[n++] = ':';
+	n += fmt_uint(port, out + n);
+	out[n] = '\0';
+	if (mx_strlcpy(buf, out, size) == -1 && size > 0)
+		buf[0] = '\0';
 	return buf;
 }
 

@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,12 +16,19 @@
 #include "registry.h"
 #include "util.h"
 
+/* A domain and what the front needs of it, precomputed at load. */
+struct table_entry {
+	struct domain d;
+	bool has_route[FRONT_NSERVICES];
+	struct domain_route route[FRONT_NSERVICES];
+};
+
 struct domain_table {
 	int refs;
 	size_t count;
 	size_t nslots;		/* power of two, at least 2 * count */
-	struct domain *domains;
-	uint32_t *slots;	/* index + 1 into domains; 0 = empty */
+	struct table_entry *entries;
+	uint32_t *slots;	/* index + 1 into entries; 0 = empty */
 };
 
 static uint32_t
@@ -37,10 +45,28 @@ name_hash(const char *s, size_t len)
 }
 
 struct load_ctx {
-	struct domain *v;
+	struct table_entry *v;
 	size_t n, cap;
 	int failed;
 };
+
+static void
+entry_routes(struct table_entry *e)
+{
+	int s;
+
+	for (s = 0; s < FRONT_NSERVICES; s++) {
+		struct domain_route *r = &e->route[s];
+
+		e->has_route[s] = domain_service_target(&e->d, (enum front_service)s, &r->hp) == 0;
+		if (!e->has_route[s])
+			continue;
+		addr_hostport_format(&r->hp, r->text, sizeof(r->text));
+		if (r->hp.kind == ADDR_HOST_NAME || addr_hostport_sockaddr(&r->hp, &r->sa,
+		    &r->salen) == -1)
+			r->salen = 0;
+	}
+}
 
 static int
 load_one(const struct domain *d, void *arg)
@@ -49,7 +75,7 @@ load_one(const struct domain *d, void *arg)
 
 	if (x->n == x->cap) {
 		size_t ncap = x->cap ? x->cap * 2 : 16;
-		struct domain *nv = realloc(x->v, ncap * sizeof(*nv));
+		struct table_entry *nv = realloc(x->v, ncap * sizeof(*nv));
 
 		if (nv == NULL) {
 			x->failed = 1;
@@ -58,7 +84,9 @@ load_one(const struct domain *d, void *arg)
 		x->v = nv;
 		x->cap = ncap;
 	}
-	x->v[x->n++] = *d;
+	x->v[x->n].d = *d;
+	entry_routes(&x->v[x->n]);
+	x->n++;
 	return 0;
 }
 
@@ -70,7 +98,7 @@ table_get(const struct domain_table *t, const char *name, size_t len)
 	if (t->count == 0)
 		return NULL;
 	for (i = name_hash(name, len) & mask; t->slots[i] != 0; i = (i + 1) & mask) {
-		const struct domain *d = &t->domains[t->slots[i] - 1];
+		const struct domain *d = &t->entries[t->slots[i] - 1].d;
 
 		if (strlen(d->name) == len && memcmp(d->name, name, len) == 0)
 			return d;
@@ -95,7 +123,7 @@ domain_table_load(struct registry *r, char *err, size_t errsize)
 		goto oom;
 	t->refs = 1;
 	t->count = x.n;
-	t->domains = x.v;
+	t->entries = x.v;
 	t->nslots = 16;
 	while (t->nslots < 2 * x.n)
 		t->nslots *= 2;
@@ -103,7 +131,7 @@ domain_table_load(struct registry *r, char *err, size_t errsize)
 		goto oom;
 	mask = t->nslots - 1;
 	for (i = 0; i < x.n; i++) {
-		size_t h = name_hash(x.v[i].name, strlen(x.v[i].name)) & mask;
+		size_t h = name_hash(x.v[i].d.name, strlen(x.v[i].d.name)) & mask;
 
 		while (t->slots[h] != 0)
 			h = (h + 1) & mask;
@@ -137,7 +165,7 @@ domain_table_unref(struct domain_table **tp)
 	if (--t->refs > 0)
 		return;
 	free(t->slots);
-	free(t->domains);
+	free(t->entries);
 	free(t);
 }
 
@@ -192,4 +220,15 @@ domain_table_match(const struct domain_table *t, const char *name, size_t len)
 			return NULL;
 		off++;
 	}
+}
+
+const struct domain_route *
+domain_table_route(const struct domain *d, enum front_service s)
+{
+	const struct table_entry *e = (const struct table_entry *)
+	    ((const char *)d - offsetof(struct table_entry, d));
+
+	if ((unsigned)s >= FRONT_NSERVICES || !e->has_route[s])
+		return NULL;
+	return &e->route[s];
 }

@@ -290,9 +290,8 @@ front_route(struct front_conn *fc)
 {
 	struct mx_view sni = front_hello_sni(fc->hello);
 	const struct domain *d;
-	struct addr_hostport hp;
+	const struct domain_route *route = NULL;
 	struct front_setup *s;
-	char target[REG_TARGET_MAX];
 	size_t tlen;
 
 	if (!front_hello_has_sni(fc->hello)) {
@@ -301,7 +300,7 @@ front_route(struct front_conn *fc)
 		return -1;
 	}
 	d = domain_table_match(mxd->domains, (const char *)sni.ptr, sni.len);
-	if (d == NULL || domain_service_target(d, fc->service, &hp) == -1) {
+	if (d == NULL || (route = domain_table_route(d, fc->service)) == NULL) {
 		if ((fc->names = malloc(sni.len + 1)) != NULL) {
 			memcpy(fc->names, sni.ptr, sni.len);
 			fc->names[sni.len] = '\0';
@@ -315,8 +314,7 @@ front_route(struct front_conn *fc)
 		}
 		return -1;
 	}
-	addr_hostport_format(&hp, target, sizeof(target));
-	tlen = strlen(target);
+	tlen = strlen(route->text);
 	if ((fc->names = malloc(sni.len + 1 + tlen + 1)) == NULL ||
 	    (s = malloc(sizeof(*s))) == NULL) {
 		front_alert_close(fc, FRONT_ALERT_INTERNAL_ERROR, "out_of_memory");
@@ -324,21 +322,19 @@ front_route(struct front_conn *fc)
 	}
 	memcpy(fc->names, sni.ptr, sni.len);
 	fc->names[sni.len] = '\0';
-	memcpy(fc->names + sni.len + 1, target, tlen + 1);
+	memcpy(fc->names + sni.len + 1, route->text, tlen + 1);
 	fc->backend_text = fc->names + sni.len + 1;
 	/* Zeroing the 2 KiB of address slots would cost more than routing itself. */
 	memset(s, 0, offsetof(struct front_setup, targets));
 	fc->setup = s;
 	s->proxy = d->proxy;
-	s->port = hp.port;
-	if (hp.kind != ADDR_HOST_NAME) {
-		socklen_t len;
-
-		addr_hostport_sockaddr(&hp, &s->targets[0], &len);
+	s->port = route->hp.port;
+	if (route->salen != 0) {
+		memcpy(&s->targets[0], &route->sa, route->salen);
 		s->ntargets = 1;
 	}
 	(*c_routed)++;
-	return hp.kind == ADDR_HOST_NAME ? 1 : 0;
+	return route->salen == 0 ? 1 : 0;
 }
 
 /* The bytes to send first: PROXY header (if any), then the hello records as received. */

@@ -18,6 +18,8 @@ enum log_level {
 /* to_stderr: log to stderr with a timestamp; else syslog with ident and LOG_MAIL. */
 void log_init(const char *ident, bool to_stderr, enum log_level level);
 void log_set_level(enum log_level level);
+/* A forked child calls this so its lines carry its own pid. */
+void log_after_fork(void);
 bool log_enabled(enum log_level level);
 
 void log_info(const char *fmt, ...) MX_PRINTF(1, 2);

@@ -283,6 +283,7 @@ daemonize(void)
 		log_fatal("fork");
 	if (pid > 0)
 		_exit(0);
+	log_after_fork();
 	if (chdir("/") == -1)
 		log_fatal("chdir /");
 	if ((fd = open("/dev/null", O_RDWR)) != -1) {

@@ -164,4 +164,17 @@ const struct domain *domain_table_exact(const struct domain_table *t, const char
 const struct domain *domain_table_match(const struct domain_table *t, const char *name,
     size_t len);
 
+/* A front route, parsed and formatted once per table load instead of per connection. */
+struct domain_route {
+	struct addr_hostport hp;
+	char text[REG_TARGET_MAX];	/* hp formatted, for logs */
+	struct sockaddr_storage sa;	/* IP-literal targets, port set */
+	socklen_t salen;		/* 0 when hp is a host name to resolve */
+};
+/*
+ * Where the front sends SERVICE for d, which must have come from a
+ * domain_table lookup; NULL when the domain has no backend for it.
+ */
+const struct domain_route *domain_table_route(const struct domain *d, enum front_service s);
+
 #endif

@@ -594,6 +594,7 @@ spf_helper_serve(int fd, const struct spf_engine_ops *ops)
 				break;
 			}
 			if (pid == 0) {
+				log_after_fork();
 				close(sfd);
 				sigprocmask(SIG_UNBLOCK, &chld, NULL);
 				child_run(fd, ops, &cfg, &q);
@@ -707,6 +708,7 @@ spf_helper_spawn(const struct spf_spawn *sp, pid_t *pid, char *err, size_t errsi
 		return -1;
 	}
 	if (p == 0) {
+		log_after_fork();
 		close(sv[0]);
 		spawn_child(sp, sv[1]);
 	}

@@ -103,6 +103,18 @@ main(void)
 	ok(domain_table_match(t, "a\x01.example.test", 16) == NULL, "control byte refused");
 	ok(domain_table_match(t, "127.0.0.1", 9) == NULL, "IP literal refused");
 	ok(domain_table_exact(t, "example.test", 12) != NULL, "exact match");
+	m = domain_table_exact(t, "example.test", 12);
+	{
+		const struct domain_route *rt = domain_table_route(m, FRONT_IMAPS);
+
+		ok(rt != NULL && strcmp(rt->text, "imap.example.test:10993") == 0 && rt->salen == 0,
+		    "route to a host name is precomputed, to be resolved");
+		rt = domain_table_route(m, FRONT_POP3S);
+		ok(rt != NULL && strcmp(rt->text, "[2001:db8::10]:995") == 0 &&
+		    rt->salen == sizeof(struct sockaddr_in6), "route to a literal has its sockaddr");
+		m = domain_table_exact(t, "a.example.test", 14);
+		ok(domain_table_route(m, FRONT_IMAPS) == NULL, "no backend, no route");
+	}
 	ok(domain_table_exact(t, "sub.example.test", 16) == NULL, "exact refuses sub-domains");
 	domain_table_unref(&t);
 	ok(t == NULL, "unref clears the pointer");

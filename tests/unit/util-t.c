@@ -142,6 +142,17 @@ test_classes(void)
 	is_string("192.0.2.7:1", addr_format((struct sockaddr *)&ss, buf, sizeof(buf)),
 	    "IPv4-mapped formatted as IPv4");
 	addr_client_key((struct sockaddr *)&ss, k1);
+	addr_parse_hostport("[2001:db8::25]:25", 1, &hp, &err);
+	addr_hostport_sockaddr(&hp, &ss, &len);
+	is_string("[2001:db8::25]:25", addr_format((struct sockaddr *)&ss, buf, sizeof(buf)),
+	    "IPv6 formatted in brackets");
+	addr_parse_hostport("255.0.10.99:65535", 1, &hp, &err);
+	addr_hostport_sockaddr(&hp, &ss, &len);
+	is_string("255.0.10.99:65535", addr_format((struct sockaddr *)&ss, buf, sizeof(buf)),
+	    "IPv4 digits and port");
+	addr_parse_hostport("[::ffff:192.0.2.7]:1", 1, &hp, &err);
+	addr_hostport_sockaddr(&hp, &ss, &len);
+	addr_client_key((struct sockaddr *)&ss, k1);
 	addr_parse_hostport("192.0.2.7:2", 1, &hp, &err);
 	addr_hostport_sockaddr(&hp, &ss, &len);
 	addr_client_key((struct sockaddr *)&ss, k2);
