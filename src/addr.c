@@ -258,20 +258,28 @@ fmt_uint(unsigned v, char *out)
 	return n;
 }
 
-/* "a.b.c.d" without printf (glibc's inet_ntop formats IPv4 with sprintf). */
-static void
-fmt_v4(const unsigned char *a, char *buf, size_t size)
+/* "a.b.c.d" into out (16 bytes), without printf: glibc's inet_ntop formats IPv4 with sprintf. */
+static size_t
+fmt_v4_raw(const unsigned char *a, char *out)
 {
-	char tmp[16];
 	size_t n = 0;
 	int i;
 
 	for (i = 0; i < 4; i++) {
 		if (i > 0)
-			tmp[n++] = '.';
-		n += fmt_uint(a[i], tmp + n);
+			out[n++] = '.';
+		n += fmt_uint(a[i], out + n);
 	}
-	tmp[n] = '\0';
+	out[n] = '\0';
+	return n;
+}
+
+static void
+fmt_v4(const unsigned char *a, char *buf, size_t size)
+{
+	char tmp[16];
+
+	fmt_v4_raw(a, tmp);
 	if (mx_strlcpy(buf, tmp, size) == -1 && size > 0)
 		buf[0] = '\0';
 }
@@ -306,13 +314,24 @@ addr_format(const struct sockaddr *sa, char *buf, size_t size)
 	char out[ADDR_STR_MAX];
 	size_t n;
 
+	/* The access log formats every client: IPv4 goes straight into out. */
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+
+		n = fmt_v4_raw((const unsigned char *)&s4->sin_addr, out);
+		out[n++] = ':';
+		n += fmt_uint(ntohs(s4->sin_port), out + n);
+		out[n] = '\0';
+		if (mx_strlcpy(buf, out, size) == -1 && size > 0)
+			buf[0] = '\0';
+		return buf;
+	}
 	addr_format_ip(sa, ip, sizeof(ip));
-	if (sa->sa_family != AF_INET && sa->sa_family != AF_INET6) {
+	if (sa->sa_family != AF_INET6) {
 		mx_strlcpy(buf, ip, size);
 		return buf;
 	}
-	port = sa->sa_family == AF_INET ? ntohs(((const struct sockaddr_in *)sa)->sin_port) :
-	    ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+	port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
 	n = 0;
 	if (strchr(ip, ':') != NULL) {
 		out[n++] = '[';

@@ -14,6 +14,8 @@
  *
  * Cost: one persistent edge-triggered event per socket and one timer per
  * connection; the timer is re-armed once per idle period, not per packet.
+ * The client's event asks for writability only once a write to it fell
+ * short, and the hello timer is armed only when the hello is not there yet.
  * System calls are most of the cost of a short connection, so none is
  * spent to learn what is already known: a read shorter than asked means
  * the socket is drained (EPOLLRDHUP says when an EOF is still to be read),
@@ -57,6 +59,8 @@
 #define FRONT_SPLICE_MAX (1 << 20)	/* bytes asked of one splice() */
 #define FRONT_MAX_TARGETS 16		/* backend addresses tried in turn */
 #define FRONT_PIPE_POOL 256
+#define FRONT_STRUCT_POOL 64		/* spare structs of each kind kept for reuse */
+#define FRONT_OUT_INLINE 2048		/* preamble bytes kept in the setup struct */
 
 enum front_state {
 	FRONT_ST_HELLO = 0,	/* reading the ClientHello */
@@ -91,6 +95,7 @@ struct front_conn {
 	enum front_service service;
 	bool c_readable, c_writable, b_readable, b_writable;
 	bool c_rdhup, b_rdhup;	/* EPOLLRDHUP seen: read on until EOF */
+	bool c_watch_write;	/* ev_client includes EV_WRITE (once the client fell behind) */
 	bool counted_client;
 	uint32_t id;
 
@@ -120,12 +125,23 @@ struct front_setup {
 	enum registry_proxy proxy;
 	uint16_t port;
 	size_t ntargets, next_target;
-	unsigned char *out;	/* PROXY header + hello + early bytes, unsent part */
+	unsigned char *out;	/* PROXY header + hello + early bytes: outbuf or malloc'd */
 	size_t outlen, outoff;
 	size_t client_bytes;	/* of out, the bytes that came from the client */
 	const char *last_error;
-	/* Last, and not zeroed: a slot is written before it is read (see front_route). */
+	/* From here on not zeroed: a byte is written before it is read (see front_route). */
 	struct sockaddr_storage targets[FRONT_MAX_TARGETS];
+	unsigned char outbuf[FRONT_OUT_INLINE];	/* out, when the preamble fits */
+};
+
+/*
+ * Spare structs: a connection's structs come from here and go back here, so
+ * a short connection does not pay for malloc and free of each.  Only a few
+ * of each kind are kept: after a burst, the rest go back to malloc.
+ */
+struct front_pool {
+	void *spare[FRONT_STRUCT_POOL];
+	int n;
 };
 
 struct front_listener {
@@ -142,6 +158,7 @@ static int pipe_pool[FRONT_PIPE_POOL][2];
 /* The event loop is single-threaded: one buffer serves every read that is written on at once. */
 static unsigned char scratch[FRONT_SCRATCH];
 static int npipes;
+static struct front_pool conn_pool, hello_pool, setup_pool;
 static struct timeval idle_tv[FRONT_NSERVICES];
 static const struct timeval *idle_common[FRONT_NSERVICES];
 
@@ -167,6 +184,45 @@ front_enter_state(struct front_conn *fc, enum front_state st)
 		log_debug("event=front_state id=%08x from=%s to=%s", fc->id,
 		    state_names[fc->state], state_names[st]);
 	fc->state = st;
+}
+
+/* The two socket calls of the relay, in one place. */
+static ssize_t
+sock_recv(int fd, void *buf, size_t len)
+{
+	return recv(fd, buf, len, 0);
+}
+
+static ssize_t
+sock_send(int fd, const void *buf, size_t len)
+{
+	return send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+static void *
+pool_get(struct front_pool *p, size_t size)
+{
+	if (p->n > 0)
+		return p->spare[--p->n];
+	return malloc(size);
+}
+
+static void
+pool_put(struct front_pool *p, void *v)
+{
+	if (v == NULL)
+		return;
+	if (p->n < FRONT_STRUCT_POOL)
+		p->spare[p->n++] = v;
+	else
+		free(v);
+}
+
+static void
+pool_drain(struct front_pool *p)
+{
+	while (p->n > 0)
+		free(p->spare[--p->n]);
 }
 
 static int
@@ -204,8 +260,9 @@ setup_free(struct front_conn *fc)
 	if (fc->setup == NULL)
 		return;
 	dns_cancel(&fc->setup->query);
-	free(fc->setup->out);
-	free(fc->setup);
+	if (fc->setup->out != fc->setup->outbuf)
+		free(fc->setup->out);
+	pool_put(&setup_pool, fc->setup);
 	fc->setup = NULL;
 }
 
@@ -215,27 +272,104 @@ hello_free(struct front_conn *fc)
 	if (fc->hello == NULL)
 		return;
 	front_hello_clear(fc->hello);
-	free(fc->hello);
+	pool_put(&hello_pool, fc->hello);
 	fc->hello = NULL;
+}
+
+/*
+ * The access line, by hand: it is written once per connection, and
+ * printf's format interpretation cost more than all the routing.  The text
+ * is exactly what the format "event=front_conn id=%08x client=%s ..." gave;
+ * a field that does not fit is cut, as snprintf would have cut it.
+ */
+struct front_line {
+	char buf[ADDR_STR_MAX + LOG_SAFE_MAX + 1024];
+	size_t len;
+};
+
+static void
+line_put(struct front_line *l, const char *s, size_t n)
+{
+	size_t room = sizeof(l->buf) - 1 - l->len;
+
+	if (n > room)
+		n = room;
+	memcpy(l->buf + l->len, s, n);
+	l->len += n;
+}
+
+static void
+line_str(struct front_line *l, const char *s)
+{
+	line_put(l, s, strlen(s));
+}
+
+/* A string literal: its length is known at compile time. */
+#define LINE_LIT(l, lit) line_put((l), (lit), sizeof(lit) - 1)
+
+static void
+line_u64(struct front_line *l, uint64_t v)
+{
+	char tmp[20];
+	size_t i = sizeof(tmp);
+
+	do {
+		tmp[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	line_put(l, tmp + i, sizeof(tmp) - i);
+}
+
+static void
+line_hex32(struct front_line *l, uint32_t v)
+{
+	static const char hex[] = "0123456789abcdef";
+	char tmp[8];
+	int i;
+
+	for (i = 7; i >= 0; i--, v >>= 4)
+		tmp[i] = hex[v & 15];
+	line_put(l, tmp, sizeof(tmp));
+}
+
+static void
+front_log_conn(struct front_conn *fc, const char *outcome)
+{
+	struct front_line l;
+	char client[ADDR_STR_MAX], sni[LOG_SAFE_MAX];
+	const char *sni_raw = fc->names ? fc->names : "";
+	uint64_t ms = (mx_now_usec() - fc->started) / 1000u;
+
+	l.len = 0;
+	LINE_LIT(&l, "event=front_conn id=");
+	line_hex32(&l, fc->id);
+	LINE_LIT(&l, " client=");
+	line_str(&l, addr_format(&fc->client.sa, client, sizeof(client)));
+	LINE_LIT(&l, " service=");
+	line_str(&l, front_service_name(fc->service));
+	LINE_LIT(&l, " sni=");
+	log_safe(sni, sizeof(sni), sni_raw, strlen(sni_raw));
+	line_str(&l, sni[0] ? sni : "-");
+	LINE_LIT(&l, " backend=");
+	line_str(&l, fc->backend_text ? fc->backend_text : "-");
+	LINE_LIT(&l, " up=");
+	line_u64(&l, fc->up.bytes);
+	LINE_LIT(&l, " down=");
+	line_u64(&l, fc->down.bytes);
+	LINE_LIT(&l, " duration_ms=");
+	line_u64(&l, ms);
+	LINE_LIT(&l, " outcome=");
+	line_str(&l, outcome);
+	l.buf[l.len] = '\0';
+	log_info("%s", l.buf);
 }
 
 static void
 front_close(struct front_conn *fc, const char *outcome)
 {
 	/* Formatting the access line is most of a connection's user time: only when logged. */
-	if (log_enabled(LOG_LEVEL_INFO)) {
-		char client[ADDR_STR_MAX], sni[LOG_SAFE_MAX];
-		const char *sni_raw = fc->names ? fc->names : "";
-		uint64_t ms = (mx_now_usec() - fc->started) / 1000u;
-
-		log_safe(sni, sizeof(sni), sni_raw, strlen(sni_raw));
-		log_info("event=front_conn id=%08x client=%s service=%s sni=%s backend=%s "
-		    "up=%llu down=%llu duration_ms=%llu outcome=%s", fc->id,
-		    addr_format(&fc->client.sa, client, sizeof(client)),
-		    front_service_name(fc->service), sni[0] ? sni : "-",
-		    fc->backend_text ? fc->backend_text : "-", (unsigned long long)fc->up.bytes,
-		    (unsigned long long)fc->down.bytes, (unsigned long long)ms, outcome);
-	}
+	if (log_enabled(LOG_LEVEL_INFO))
+		front_log_conn(fc, outcome);
 	*c_bytes_up += fc->up.bytes;
 	*c_bytes_down += fc->down.bytes;
 
@@ -256,7 +390,7 @@ front_close(struct front_conn *fc, const char *outcome)
 	if (fc->counted_client)
 		client_limits_release(limits, &fc->client.sa);
 	free(fc->names);
-	free(fc);
+	pool_put(&conn_pool, fc);
 	active--;
 }
 
@@ -316,7 +450,7 @@ front_route(struct front_conn *fc)
 	}
 	tlen = strlen(route->text);
 	if ((fc->names = malloc(sni.len + 1 + tlen + 1)) == NULL ||
-	    (s = malloc(sizeof(*s))) == NULL) {
+	    (s = pool_get(&setup_pool, sizeof(*s))) == NULL) {
 		front_alert_close(fc, FRONT_ALERT_INTERNAL_ERROR, "out_of_memory");
 		return -1;
 	}
@@ -370,7 +504,9 @@ front_build_preamble(struct front_conn *fc, const unsigned char *early, size_t e
 	}
 	s->outlen = (size_t)hlen + raw.len + earlylen;
 	s->client_bytes = raw.len + earlylen;
-	if ((s->out = malloc(s->outlen)) == NULL)
+	if (s->outlen <= sizeof(s->outbuf))
+		s->out = s->outbuf;
+	else if ((s->out = malloc(s->outlen)) == NULL)
 		return -1;
 	memcpy(s->out, hdr, (size_t)hlen);
 	memcpy(s->out + hlen, raw.ptr, raw.len);
@@ -477,7 +613,7 @@ front_flush(struct front_dir *d, int dst, bool *writable)
 			n = splice(d->pipe[0], NULL, dst, NULL, want,
 			    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		else
-			n = send(dst, d->spill + d->spilloff, want, MSG_NOSIGNAL | MSG_DONTWAIT);
+			n = sock_send(dst, d->spill + d->spilloff, want);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -512,11 +648,11 @@ front_copy(struct front_dir *d, int src, int dst, bool *writable)
 {
 	ssize_t n, w = 0;
 
-	n = recv(src, scratch, sizeof(scratch), 0);
+	n = sock_recv(src, scratch, sizeof(scratch));
 	if (n <= 0)
 		return n;
 	if (*writable) {
-		while ((w = send(dst, scratch, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 &&
+		while ((w = sock_send(dst, scratch, (size_t)n)) < 0 &&
 		    errno == EINTR)
 			;
 		if (w < 0) {
@@ -597,6 +733,23 @@ front_pump(struct front_conn *fc, struct front_dir *d, int src, int dst, bool *r
 	}
 }
 
+/*
+ * A fresh client socket is writable, and most connections never fill its
+ * buffer: EV_WRITE is asked for only when a write fell short, which spares
+ * every short connection the wakeup for the first, useless, writable edge.
+ * Re-adding makes the kernel poll the socket, so an edge that came in
+ * between is not lost.
+ */
+static void
+front_client_watch_write(struct front_conn *fc)
+{
+	event_del(&fc->ev_client);
+	event_assign(&fc->ev_client, mxd->base, fc->cfd, EV_READ | EV_WRITE | EV_CLOSED |
+	    EV_PERSIST | EV_ET, front_client_cb, fc);
+	event_add(&fc->ev_client, NULL);
+	fc->c_watch_write = true;
+}
+
 static void
 front_relay(struct front_conn *fc)
 {
@@ -607,8 +760,12 @@ front_relay(struct front_conn *fc)
 		front_close(fc, errno == ECONNRESET || errno == EPIPE ? "reset" : "io_error");
 		return;
 	}
-	if (fc->up.shut && fc->down.shut)
+	if (fc->up.shut && fc->down.shut) {
 		front_close(fc, "closed");
+		return;
+	}
+	if (!fc->c_writable && !fc->c_watch_write)
+		front_client_watch_write(fc);
 }
 
 static void
@@ -629,8 +786,7 @@ front_send_preamble(struct front_conn *fc)
 	struct front_setup *s = fc->setup;
 
 	while (s->outoff < s->outlen) {
-		ssize_t n = send(fc->bfd, s->out + s->outoff, s->outlen - s->outoff,
-		    MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n = sock_send(fc->bfd, s->out + s->outoff, s->outlen - s->outoff);
 
 		if (n < 0) {
 			if (errno == EAGAIN) {
@@ -676,7 +832,11 @@ front_backend_cb(evutil_socket_t fd, short what, void *arg)
 		front_relay(fc);
 }
 
-static void
+/*
+ * Returns true when fc is still waiting for (more of) its hello; false when
+ * fc moved on to routing, which armed its own timer, or was closed.
+ */
+static bool
 front_hello_read(struct front_conn *fc)
 {
 	/* The parser may keep views into what it was fed until the preamble copied them. */
@@ -685,29 +845,29 @@ front_hello_read(struct front_conn *fc)
 	for (;;) {
 		enum front_hello_result r;
 		size_t used = 0;
-		ssize_t n = recv(fc->cfd, buf, sizeof(scratch), 0);
+		ssize_t n = sock_recv(fc->cfd, buf, sizeof(scratch));
 		int routed;
 
 		if (n < 0) {
 			if (errno == EAGAIN) {
 				fc->c_readable = false;
-				return;
+				return true;
 			}
 			if (errno == EINTR)
 				continue;
 			front_close(fc, "client_error");
-			return;
+			return false;
 		}
 		if (n == 0) {
 			front_close(fc, "client_closed_in_hello");
-			return;
+			return false;
 		}
 		r = front_hello_feed(fc->hello, buf, (size_t)n, &used);
 		if (r == FRONT_HELLO_MORE) {
 			/* A short read drained the socket: wait for the next edge. */
 			if ((size_t)n < sizeof(scratch) && !fc->c_rdhup) {
 				fc->c_readable = false;
-				return;
+				return true;
 			}
 			continue;
 		}
@@ -724,17 +884,17 @@ front_hello_read(struct front_conn *fc)
 				front_alert_close(fc, alert, "bad_hello");
 			else
 				front_close(fc, "not_tls");
-			return;
+			return false;
 		}
 		/*
 		 * Done: route, keep the hello bytes, and go find the backend.  The
 		 * connect timer replaces the hello timer by re-adding it.
 		 */
 		if ((routed = front_route(fc)) == -1)
-			return;
+			return false;
 		if (front_build_preamble(fc, buf + used, (size_t)n - used) == -1) {
 			front_alert_close(fc, FRONT_ALERT_INTERNAL_ERROR, "out_of_memory");
-			return;
+			return false;
 		}
 		/*
 		 * Further client bytes wait in the socket until the relay starts;
@@ -751,10 +911,10 @@ front_hello_read(struct front_conn *fc)
 				front_alert_close(fc, FRONT_ALERT_INTERNAL_ERROR,
 				    "backend_unresolved");
 			}
-			return;
+			return false;
 		}
 		front_try_connect(fc);
-		return;
+		return false;
 	}
 }
 
@@ -838,9 +998,14 @@ front_accept(int fd, struct sockaddr *sa, socklen_t salen, void *arg)
 		close(fd);
 		return;
 	}
-	if ((fc = calloc(1, sizeof(*fc))) == NULL ||
-	    (fc->hello = malloc(sizeof(*fc->hello))) == NULL) {
-		free(fc);
+	if ((fc = pool_get(&conn_pool, sizeof(*fc))) == NULL) {
+		client_limits_release(limits, sa);
+		close(fd);
+		return;
+	}
+	memset(fc, 0, sizeof(*fc));
+	if ((fc->hello = pool_get(&hello_pool, sizeof(*fc->hello))) == NULL) {
+		pool_put(&conn_pool, fc);
 		client_limits_release(limits, sa);
 		close(fd);
 		return;
@@ -855,20 +1020,24 @@ front_accept(int fd, struct sockaddr *sa, socklen_t salen, void *arg)
 	fc->started = mx_now_usec();
 	memcpy(&fc->client, sa, salen < sizeof(fc->client) ? salen : sizeof(fc->client));
 	front_hello_init(fc->hello, (size_t)mxd->conf->front_hello_max);
-	event_assign(&fc->ev_client, mxd->base, fd, EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST |
-	    EV_ET, front_client_cb, fc);
+	event_assign(&fc->ev_client, mxd->base, fd, EV_READ | EV_CLOSED | EV_PERSIST | EV_ET,
+	    front_client_cb, fc);
+	fc->c_writable = true;	/* until a write falls short: see front_client_watch_write */
 	evtimer_assign(&fc->ev_timer, mxd->base, front_timer_cb, fc);
 	event_add(&fc->ev_client, NULL);
-	tv.tv_sec = (time_t)mxd->conf->front_hello_timeout;
-	tv.tv_usec = 0;
-	event_add(&fc->ev_timer, &tv);
 	/*
 	 * A client sends its hello right behind the handshake's last ACK, so it
 	 * is usually here already: read now instead of a loop round later (at
-	 * worst one EAGAIN).  This may close fc.
+	 * worst one EAGAIN).  This may close fc.  The hello timer is only armed
+	 * when the hello is not all here: otherwise the connect timer would
+	 * replace it at once.
 	 */
 	fc->c_readable = true;
-	front_hello_read(fc);
+	if (front_hello_read(fc)) {
+		tv.tv_sec = (time_t)mxd->conf->front_hello_timeout;
+		tv.tv_usec = 0;
+		event_add(&fc->ev_timer, &tv);
+	}
 }
 
 static void
@@ -945,6 +1114,9 @@ front_stop(void)
 		close(pipe_pool[npipes][0]);
 		close(pipe_pool[npipes][1]);
 	}
+	pool_drain(&conn_pool);
+	pool_drain(&hello_pool);
+	pool_drain(&setup_pool);
 }
 
 static int

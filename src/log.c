@@ -21,7 +21,10 @@ static bool log_stderr = true;
 /* The stderr prefix, refreshed once a second (and after a fork: log_after_fork). */
 static time_t cached_sec = -1;
 static char cached_ts[32];
-static long cached_pid;
+static size_t cached_tslen;
+/* "Z ident[pid] ": what follows the milliseconds, the same for a second. */
+static char cached_tail[128];
+static size_t cached_taillen;
 static enum log_level log_level = LOG_LEVEL_INFO;
 static const char *log_ident = "mxedge";
 
@@ -31,6 +34,7 @@ log_init(const char *ident, bool to_stderr, enum log_level level)
 	log_ident = ident;
 	log_stderr = to_stderr;
 	log_level = level;
+	cached_sec = -1;
 	if (!to_stderr)
 		openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
 }
@@ -67,6 +71,7 @@ log_emit(enum log_level level, const char *errstr, const char *fmt, va_list ap)
 {
 	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
 	static const char *const name[] = { "error", "warn", "info", "debug" };
+	static const size_t namelen[] = { 5, 4, 4, 5 };
 	char line[2304];
 	int saved = errno, n, m;
 
@@ -83,25 +88,57 @@ log_emit(enum log_level level, const char *errstr, const char *fmt, va_list ap)
 	}
 	{
 		struct timespec now;
+		long ms;
 
 		clock_gettime(CLOCK_REALTIME, &now);
 		if (now.tv_sec != cached_sec) {
 			struct tm tm;
 
 			gmtime_r(&now.tv_sec, &tm);
-			strftime(cached_ts, sizeof(cached_ts), "%Y-%m-%dT%H:%M:%S", &tm);
+			cached_tslen = strftime(cached_ts, sizeof(cached_ts), "%Y-%m-%dT%H:%M:%S",
+			    &tm);
+			m = snprintf(cached_tail, sizeof(cached_tail), "Z %s[%ld] ", log_ident,
+			    (long)getpid());
+			if (m < 0)
+				m = 0;
+			cached_taillen = (size_t)m < sizeof(cached_tail) ? (size_t)m :
+			    sizeof(cached_tail) - 1;
 			cached_sec = now.tv_sec;
-			cached_pid = (long)getpid();
 		}
-		n = snprintf(line, sizeof(line), "%s.%03ldZ %s[%ld] %s: ", cached_ts,
-		    now.tv_nsec / 1000000L, log_ident, cached_pid, name[level]);
+		/* Put together by hand: this prefix is on every access-log line. */
+		ms = now.tv_nsec / 1000000L;
+		memcpy(line, cached_ts, cached_tslen);
+		n = (int)cached_tslen;
+		line[n++] = '.';
+		line[n++] = (char)('0' + ms / 100);
+		line[n++] = (char)('0' + ms / 10 % 10);
+		line[n++] = (char)('0' + ms % 10);
+		memcpy(line + n, cached_tail, cached_taillen);
+		n += (int)cached_taillen;
+		memcpy(line + n, name[level], namelen[level]);
+		n += (int)namelen[level];
+		line[n++] = ':';
+		line[n++] = ' ';
 	}
-	if (n < 0 || (size_t)n >= sizeof(line))
-		n = 0;
-	m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
-	if (m < 0)
-		m = 0;
-	n = (size_t)(n + m) >= sizeof(line) - 1 ? (int)sizeof(line) - 2 : n + m;
+	if (fmt[0] == '%' && fmt[1] == 's' && fmt[2] == '\0') {
+		/* A line formatted by the caller: no printf for a plain copy. */
+		const char *msg = va_arg(ap, const char *);
+		size_t len, room = sizeof(line) - 2 - (size_t)n;
+
+		if (msg == NULL)
+			msg = "(null)";	/* as glibc's printf has it */
+		len = strlen(msg);
+
+		if (len > room)
+			len = room;
+		memcpy(line + n, msg, len);
+		n += (int)len;
+	} else {
+		m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+		if (m < 0)
+			m = 0;
+		n = (size_t)(n + m) >= sizeof(line) - 1 ? (int)sizeof(line) - 2 : n + m;
+	}
 	if (errstr != NULL) {
 		m = snprintf(line + n, sizeof(line) - (size_t)n, ": %s", errstr);
 		if (m > 0)
