@@ -403,6 +403,8 @@ h_milter(struct conf_ctx *x, int argc, char **argv, size_t off)
 			return conf_fail(x, "duplicate milter name '%s'", m->name);
 	if (strncmp(argv[1], "unix:/", 6) != 0 && strncmp(argv[1], "inet:", 5) != 0)
 		return conf_fail(x, "milter address must be unix:/PATH or inet:HOST:PORT");
+	if (mx_str_has_ctl(argv[1]))
+		return conf_fail(x, "control character in milter address");
 	if (strncmp(argv[1], "inet:", 5) == 0) {
 		struct addr_hostport hp;
 		const char *err;
@@ -600,8 +602,18 @@ conf_parse(struct conf_ctx *x, FILE *f, const char *text)
 		size_t len;
 
 		if (f != NULL) {
-			if (fgets(line, sizeof(line), f) == NULL)
+			int ch;
+
+			/* Not fgets(3): a NUL it reads would hide the rest of the line from strlen. */
+			len = 0;
+			while (len < sizeof(line) - 1 && (ch = getc(f)) != EOF) {
+				line[len++] = (char)ch;
+				if (ch == '\n')
+					break;
+			}
+			if (len == 0)
 				break;
+			line[len] = '\0';
 		} else {
 			const char *nl;
 
@@ -616,7 +628,6 @@ conf_parse(struct conf_ctx *x, FILE *f, const char *text)
 			text += len;
 		}
 		x->line++;
-		len = strlen(line);
 		if (len == sizeof(line) - 1 && line[len - 1] != '\n')
 			return conf_fail(x, "line longer than %d bytes", CONF_LINE_MAX);
 		if (len > 0 && line[len - 1] == '\n')
