@@ -71,7 +71,8 @@ cmd_queue(int argc, char **argv, struct mx_buf *out, char *err, size_t errsize)
 			return -1;
 		return mx_buf_printf(out, "flushed %ld message%s\n", n, n == 1 ? "" : "s");
 	}
-	if (nargs != 1) {
+	if (nargs != 1 || (strcmp(sub, "show") != 0 && strcmp(sub, "delete") != 0 &&
+	    strcmp(sub, "hold") != 0 && strcmp(sub, "release") != 0)) {
 		mx_snprintf(err, errsize, "usage: queue list [--json] | show ID [--json] | "
 		    "flush [ID] | delete ID | hold ID | release ID");
 		return -1;

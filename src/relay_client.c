@@ -81,7 +81,6 @@ struct relay_expect {
 };
 
 struct relay_conn {
-	struct relay_conn *prev, *next;		/* all connections */
 	struct relay_dest *dest;
 	struct io *io;
 	struct event *ev_kick;			/* deferred work: see relay_conn_kick() */
@@ -124,8 +123,6 @@ struct relay_conn {
 	struct mx_buf out;
 };
 
-static struct relay_conn *conns;
-static size_t nconns;
 static uint32_t next_id;
 static unsigned long long *c_conns, *c_setup_failed, *c_tls, *c_tls_discarded,
     *c_bad_replies, *c_helo_fallback, *c_bytes;
@@ -148,12 +145,6 @@ relay_counters(void)
 	c_bad_replies = stats_counter("relay.bad_replies");
 	c_helo_fallback = stats_counter("relay.helo_fallback");
 	c_bytes = stats_counter("relay.bytes_sent");
-}
-
-size_t
-relay_conn_count(void)
-{
-	return nconns;
 }
 
 static void
@@ -256,7 +247,7 @@ relay_job_finish(struct relay_conn *c)
 static void
 relay_conn_free(struct relay_conn *c, bool setup_failed)
 {
-	char reply[QUEUE_REPLY_MAX + 1];
+	char reply[QUEUE_REPLY_MAX + 1], err[LOG_SAFE_MAX];
 	uint64_t ms = (mx_now_usec() - c->started) / 1000u;
 
 	if (c->job != NULL) {
@@ -274,19 +265,14 @@ relay_conn_free(struct relay_conn *c, bool setup_failed)
 		event_free(c->ev_kick);
 	if (c->ev_idle != NULL)
 		event_free(c->ev_idle);
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		conns = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
-	nconns--;
 	if (setup_failed)
 		(*c_setup_failed)++;
+	/* The error may quote the primary: escaped like any network text. */
+	log_safe(err, sizeof(err), c->last_error, strlen(c->last_error));
 	log_info("event=relay_conn conn=%08x domain=%s peer=%s msgs=%u duration_ms=%llu "
-	    "outcome=%s%s%s%s", c->id, c->domain, c->peer[0] ? c->peer : "-", c->msgs,
+	    "outcome=%s%s%s", c->id, c->domain, c->peer[0] ? c->peer : "-", c->msgs,
 	    (unsigned long long)ms, setup_failed ? "failed" : "closed",
-	    c->last_error[0] ? " error=\"" : "", c->last_error, c->last_error[0] ? "\"" : "");
+	    c->last_error[0] ? " error=" : "", c->last_error[0] ? err : "");
 	relay_sched_conn_closed(c, c->dest, setup_failed, c->last_status[0] ? c->last_status :
 	    "4.4.1", c->last_error[0] ? c->last_error : "connection failed");
 	tls_creds_unref(&c->creds);
@@ -949,8 +935,9 @@ relay_conn_on_event(struct io *io, enum io_event ev, void *arg)
 			/* Opportunistic TLS that fails: the same host once more, in plaintext. */
 			relay_conn_error(c, "4.7.5", "TLS handshake with %s failed: %s", c->peer,
 			    io_error_string(io));
-			log_info("event=relay_tls_failed conn=%08x peer=%s error=\"%s\" retry=plaintext",
-			    c->id, c->peer, c->last_error);
+			log_safe(safe, sizeof(safe), c->last_error, strlen(c->last_error));
+			log_info("event=relay_tls_failed conn=%08x peer=%s error=%s retry=plaintext",
+			    c->id, c->peer, safe);
 			io_free(&c->io);
 			c->tls_skip = true;
 			relay_conn_try(c);
@@ -1017,14 +1004,6 @@ relay_conn_quit(struct relay_conn *c)
 	relay_enter_state(c, RC_ST_QUIT);
 }
 
-void
-relay_conn_abort(struct relay_conn *c)
-{
-	relay_conn_error(c, "4.3.2", "delivery stopped: mxedged is shutting down");
-	c->dying = true;
-	relay_conn_kick(c);
-}
-
 struct relay_conn *
 relay_conn_open(struct relay_dest *dest, const struct relay_conn_params *p)
 {
@@ -1053,11 +1032,6 @@ relay_conn_open(struct relay_dest *dest, const struct relay_conn_params *p)
 	c->ntargets = p->ntargets;
 	if (p->creds != NULL)
 		c->creds = tls_creds_ref(p->creds);
-	c->next = conns;
-	if (conns != NULL)
-		conns->prev = c;
-	conns = c;
-	nconns++;
 	(*c_conns)++;
 	daemon_hold();
 	relay_conn_try(c);

@@ -64,10 +64,6 @@ struct relay_conn *relay_conn_open(struct relay_dest *dest, const struct relay_c
 void relay_conn_send(struct relay_conn *c, struct relay_job *job);
 /* End an idle connection politely (QUIT); relay_sched_conn_closed() follows. */
 void relay_conn_quit(struct relay_conn *c);
-/* Drop a connection at once (shutdown deadline); a running job gets its results first. */
-void relay_conn_abort(struct relay_conn *c);
-/* Connections alive, for status. */
-size_t relay_conn_count(void);
 
 /* Implemented by the scheduler, called by the client. */
 

@@ -812,7 +812,7 @@ static void
 dest_open_breaker(struct relay_dest *d, const char *why)
 {
 	uint64_t now = wall_usec(), span;
-	char reply[QUEUE_REPLY_MAX + 1];
+	char reply[QUEUE_REPLY_MAX + 1], safe[LOG_SAFE_MAX];
 
 	d->opens++;
 	span = backoff_usec(d->opens);
@@ -821,8 +821,9 @@ dest_open_breaker(struct relay_dest *d, const char *why)
 	d->fails = 0;
 	mx_strlcpy(d->down_why, why, sizeof(d->down_why));
 	(*c_breaker_open)++;
-	log_warnx("event=relay_dest_down domain=%s retry_in_s=%llu error=\"%s\"", d->domain,
-	    (unsigned long long)(span / USEC), why);
+	log_safe(safe, sizeof(safe), why, strlen(why));
+	log_warnx("event=relay_dest_down domain=%s retry_in_s=%llu error=%s", d->domain,
+	    (unsigned long long)(span / USEC), safe);
 	if (mx_snprintf(reply, sizeof(reply), "451 4.4.1 %s", why) == -1)
 		memcpy(reply + sizeof(reply) - 4, "...", 4);
 	dest_settle_all(d, QUEUE_RCPT_DEFERRED, "4.4.1", reply, true);
@@ -834,6 +835,7 @@ static void
 dest_route_done(struct relay_dest *d)
 {
 	struct relay_mx_plan *p = d->plan;
+	char why[LOG_SAFE_MAX];
 
 	relay_mx_plan_route(p, S.ours, S.nours, mxd->conf->allow_private_targets, d->allow_v4,
 	    d->port);
@@ -841,10 +843,11 @@ dest_route_done(struct relay_dest *d)
 	d->route_fresh = true;
 	d->route_expires = p->result == RELAY_MX_TEMPFAIL ? 0 :
 	    wall_usec() + (uint64_t)RELAY_ROUTE_TTL * USEC;
-	log_info("event=relay_route domain=%s result=%s targets=%zu refused=%zu%s%s%s",
+	log_safe(why, sizeof(why), p->text, strlen(p->text));
+	log_info("event=relay_route domain=%s result=%s targets=%zu refused=%zu%s%s",
 	    d->domain, p->result == RELAY_MX_ROUTE ? "route" : p->result == RELAY_MX_BOUNCE ?
-	    "bounce" : "tempfail", p->ntargets, p->refused, p->text[0] ? " why=\"" : "", p->text,
-	    p->text[0] ? "\"" : "");
+	    "bounce" : "tempfail", p->ntargets, p->refused, p->text[0] ? " why=" : "",
+	    p->text[0] ? why : "");
 	relay_dest_kick(d);
 }
 
@@ -1396,6 +1399,8 @@ relay_sched_job_done(struct relay_job *job)
 			(*c_expired)++;
 			r->state = QUEUE_RCPT_FAILED;
 			mx_strlcpy(r->status, "4.4.7", sizeof(r->status));
+			/* Giving up is a decision, parked or not: it is recorded and reported. */
+			job->parked = false;
 		}
 	}
 	/*
@@ -1463,6 +1468,7 @@ dsn_queue(struct relay_attempt *att, enum relay_bounce_action action,
 	unsigned char *orig = NULL;
 	uint64_t off = 0, len = 0, want;
 	char boundary[96], msgid[160];
+	const char *p;
 	int fd;
 	ssize_t got = 0;
 
@@ -1508,7 +1514,13 @@ dsn_queue(struct relay_attempt *att, enum relay_bounce_action action,
 	env.sender[0] = '\0';		/* a DSN never gets a DSN */
 	mx_strlcpy(env.helo, mxd->conf->hostname, sizeof(env.helo));
 	env.body = b.eight_bit ? QUEUE_BODY_8BITMIME : QUEUE_BODY_7BIT;
-	env.smtputf8 = oenv->smtputf8;
+	/*
+	 * Our own header is ASCII; only a UTF-8 address to send it to needs
+	 * SMTPUTF8 (the original's 8-bit header inside is 8BITMIME's business).
+	 */
+	for (p = oenv->sender; *p != '\0'; p++)
+		if ((unsigned char)*p >= 0x80)
+			env.smtputf8 = true;
 	if ((rc = queue_envelope_add_rcpt(&env)) == NULL)
 		goto fail;
 	mx_strlcpy(rc->addr, oenv->sender, sizeof(rc->addr));

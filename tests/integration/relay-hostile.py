@@ -55,9 +55,17 @@ def smtp_good(c, mode, starttls):
     while True:
         l = c.line()
         cmd = l[:4].upper()
-        if cmd in (b'EHLO', b'HELO'):
+        if cmd == b'EHLO' and mode == 'helo-only':
+            c.send(b'502 5.5.1 EHLO not implemented\r\n')
+        elif cmd == b'HELO':
+            c.send(b'250 hostile.test\r\n')
+        elif cmd == b'EHLO':
             ehlo_ok(c, starttls)
         elif l.upper() == b'STARTTLS' and starttls:
+            if mode == 'tls-garbage':
+                c.send(b'220 2.0.0 go ahead\r\n' + os.urandom(200))
+                c.s.close()
+                return
             extra = b'250-injected\r\n250 STARTTLS injection\r\n' if mode == 'inject' else b''
             c.send(b'220 2.0.0 go ahead\r\n' + extra)
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -77,7 +85,8 @@ def smtp_good(c, mode, starttls):
         elif cmd == b'DATA':
             if mode in ('ctl550', 'ctl450'):
                 c.send(b'554 5.5.1 no valid recipients\r\n')
-                continue
+                # One transaction per session: the next message gets the next mode.
+                return
             if mode == 'hangup-data':
                 c.send(b'354 go\r\n')
                 c.s.close()
@@ -141,7 +150,7 @@ def serve(sock):
             c.send(b'hello there\r\n')
         else:
             c.send(b'220 hostile.test ESMTP\r\n')
-            smtp_good(c, mode, mode in ('inject', 'good-tls'))
+            smtp_good(c, mode, mode in ('inject', 'good-tls', 'tls-garbage'))
             return
         # The client should give up on its own now; read until it does.
         c.s.settimeout(10)
