@@ -5,6 +5,11 @@
 # certificate and empty state/spool directories; mx_start runs mxedged in the
 # foreground and waits until its control socket answers; everything started
 # is stopped and the directory removed at exit (MX_KEEP=1 keeps it).
+#
+# MXEDGED_WRAPPER="valgrind ..." runs every mxedged started by mx_start or
+# mx_daemon under that command (make check-valgrind): waits grow to allow for
+# its slowness, valgrind writes MX_DIR/valgrind.PID.log, and an error or a
+# definite leak reported there fails the test at exit.
 
 : "${srcdir:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 : "${builddir:=$srcdir}"
@@ -103,18 +108,33 @@ _tap_cleanup() {
 		kill "$pid" 2>/dev/null
 	done
 	for pid in "${MX_PIDS[@]}"; do
-		# Give each a moment, then insist.
-		for _ in 1 2 3 4 5 6 7 8 9 10; do
+		# Give each a moment (valgrind's leak check takes seconds), then insist.
+		for _ in $(seq 1 $((${MXEDGED_WRAPPER:+600} + 10))); do
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1
 		done
 		kill -9 "$pid" 2>/dev/null
 	done
+	_tap_valgrind_check
 	if [ -n "${MX_DIR:-}" ] && [ -z "${MX_KEEP:-}" ]; then
 		rm -rf "$MX_DIR"
 	elif [ -n "${MX_DIR:-}" ]; then
 		diag "kept $MX_DIR"
 	fi
+}
+
+# Under MXEDGED_WRAPPER=valgrind: every error or definite leak in its logs fails the test.
+_tap_valgrind_check() {
+	local f
+	[ -n "${MXEDGED_WRAPPER:-}" ] && [ -n "${MX_DIR:-}" ] || return 0
+	for f in "$MX_DIR"/valgrind.*.log; do
+		[ -s "$f" ] || continue
+		if grep -Eq 'ERROR SUMMARY: [1-9]|definitely lost: [1-9]|Invalid (read|write|free)|uninitialised|Mismatched free' "$f"; then
+			diag "valgrind found errors in mxedged ($(basename "$f")):"
+			grep -E '^==[0-9]+== ' "$f" | head -n 60 | sed 's/^/#   /' >&2
+			_tap_failed=$((_tap_failed + 1))
+		fi
+	done
 }
 
 _tap_exit() {
@@ -213,21 +233,30 @@ mx_conf() {
 # mx CLI ARGS...: the command-line tool with this test's config.
 mx() { "$MXEDGE" -c "$MX_CONF" "$@"; }
 
-# mx_start: run mxedged in the foreground; wait until its control socket answers.
-mx_start() {
-	"$MXEDGED" -f -c "$MX_CONF" >>"$MX_DIR/mxedged.log" 2>&1 &
+# mx_daemon [VAR=VALUE...]: run mxedged in the foreground (under $MXEDGED_WRAPPER, if set)
+# with these variables in its environment; wait until its control socket answers.
+mx_daemon() {
+	local wrap=()
+	if [ -n "${MXEDGED_WRAPPER:-}" ]; then
+		read -r -a wrap <<<"$MXEDGED_WRAPPER"
+		case ${wrap[0]} in *valgrind) wrap+=("--log-file=$MX_DIR/valgrind.%p.log") ;; esac
+	fi
+	env "$@" "${wrap[@]}" "$MXEDGED" -f -c "$MX_CONF" >>"$MX_DIR/mxedged.log" 2>&1 &
 	MX_PID=$!
 	mx_track "$MX_PID"
-	if ! wait_for 15 mx status; then
+	if ! wait_for $((${MXEDGED_WRAPPER:+105} + 15)) mx status; then
 		bail "mxedged did not become ready"
 	fi
 }
+
+# mx_start: run mxedged in the foreground; wait until its control socket answers.
+mx_start() { mx_daemon; }
 
 # mx_stop: SIGTERM and wait for the exit (bounded).
 mx_stop() {
 	[ -n "${MX_PID:-}" ] || return 0
 	kill "$MX_PID" 2>/dev/null
-	for _ in $(seq 1 100); do
+	for _ in $(seq 1 $((${MXEDGED_WRAPPER:+500} + 100))); do
 		kill -0 "$MX_PID" 2>/dev/null || break
 		sleep 0.1
 	done
