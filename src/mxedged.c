@@ -35,6 +35,7 @@
 #include "smtp.h"
 #include "spf.h"
 #include "stats.h"
+#include "verify.h"
 
 #define SHUTDOWN_DEADLINE 30		/* seconds for work in flight at SIGTERM */
 #define REGISTRY_POLL_MS 250		/* registry changes seen within 1 s */
@@ -51,6 +52,7 @@ static const struct daemon_module *const modules[] = {
 	&relay_module,
 	&milter_module,
 	&spf_module,
+	&verify_module,
 	/* @MODULES@ */
 };
 
