@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -159,4 +160,42 @@ listener_free(struct listener **lp)
 	close(l->fd);
 	free(l);
 	*lp = NULL;
+}
+
+int
+listen_our_addresses(const struct conf *c, struct sockaddr_storage *out, int max)
+{
+	struct ifaddrs *ifa = NULL, *i;
+	int k, n = 0;
+
+	for (k = 0; k < c->n_smtp_listen && n < max; k++) {
+		const struct sockaddr_storage *ss = &c->smtp_listen[k].addr;
+		bool wild = false;
+
+		if (ss->ss_family == AF_INET6)
+			wild = IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)
+			    (const void *)ss)->sin6_addr);
+		else if (ss->ss_family == AF_INET)
+			wild = ((const struct sockaddr_in *)(const void *)ss)->sin_addr.s_addr ==
+			    htonl(INADDR_ANY);
+		if (!wild) {
+			out[n++] = *ss;
+			continue;
+		}
+		if (ifa == NULL && getifaddrs(&ifa) == -1) {
+			log_warn("event=getifaddrs_failed");
+			continue;
+		}
+		for (i = ifa; i != NULL && n < max; i = i->ifa_next) {
+			if (i->ifa_addr == NULL || i->ifa_addr->sa_family != ss->ss_family)
+				continue;
+			memset(&out[n], 0, sizeof(out[0]));
+			memcpy(&out[n], i->ifa_addr, ss->ss_family == AF_INET6 ?
+			    sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+			n++;
+		}
+	}
+	if (ifa != NULL)
+		freeifaddrs(ifa);
+	return n;
 }

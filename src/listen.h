@@ -26,4 +26,12 @@ void listener_pause(struct listener *l);
 void listener_resume(struct listener *l);
 void listener_free(struct listener **lp);	/* closes the fd */
 
+/*
+ * Our own addresses, so the relay and recipient verification never take a
+ * host with one of them for a primary (a mail loop): every smtp_listen
+ * address, and behind a wildcard one every interface address of its family.
+ * Returns how many were stored in out (at most max).
+ */
+int listen_our_addresses(const struct conf *c, struct sockaddr_storage *out, int max);
+
 #endif

@@ -26,7 +26,6 @@
 
 #include <errno.h>
 #include <event2/event.h>
-#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +37,7 @@
 #include "addr.h"
 #include "daemon.h"
 #include "dns.h"
+#include "listen.h"
 #include "log.h"
 #include "queue.h"
 #include "relay_bounce.h"
@@ -1977,39 +1977,7 @@ relay_on_gc(evutil_socket_t fd, short what, void *arg)
 static void
 relay_find_ours(void)
 {
-	struct ifaddrs *ifa = NULL, *i;
-	int k;
-
-	S.nours = 0;
-	for (k = 0; k < mxd->conf->n_smtp_listen && S.nours < RELAY_OURS_MAX; k++) {
-		const struct sockaddr_storage *ss = &mxd->conf->smtp_listen[k].addr;
-		bool wild = false;
-
-		if (ss->ss_family == AF_INET6)
-			wild = IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)
-			    (const void *)ss)->sin6_addr);
-		else if (ss->ss_family == AF_INET)
-			wild = ((const struct sockaddr_in *)(const void *)ss)->sin_addr.s_addr ==
-			    htonl(INADDR_ANY);
-		if (!wild) {
-			S.ours[S.nours++] = *ss;
-			continue;
-		}
-		if (ifa == NULL && getifaddrs(&ifa) == -1) {
-			log_warn("event=relay_getifaddrs_failed");
-			continue;
-		}
-		for (i = ifa; i != NULL && S.nours < RELAY_OURS_MAX; i = i->ifa_next) {
-			if (i->ifa_addr == NULL || i->ifa_addr->sa_family != ss->ss_family)
-				continue;
-			memset(&S.ours[S.nours], 0, sizeof(S.ours[0]));
-			memcpy(&S.ours[S.nours], i->ifa_addr, ss->ss_family == AF_INET6 ?
-			    sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
-			S.nours++;
-		}
-	}
-	if (ifa != NULL)
-		freeifaddrs(ifa);
+	S.nours = (size_t)listen_our_addresses(mxd->conf, S.ours, RELAY_OURS_MAX);
 }
 
 static int

@@ -24,7 +24,6 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,6 +33,7 @@
 #include "addr.h"
 #include "dns.h"
 #include "io.h"
+#include "listen.h"
 #include "log.h"
 #include "queue_file.h"
 #include "relay_mx.h"
@@ -894,39 +894,7 @@ verify_cancel(struct verify_query **qp)
 static void
 verify_find_ours(void)
 {
-	struct ifaddrs *ifa = NULL, *i;
-	int k;
-
-	V.nours = 0;
-	for (k = 0; k < mxd->conf->n_smtp_listen && V.nours < VERIFY_OURS_MAX; k++) {
-		const struct sockaddr_storage *ss = &mxd->conf->smtp_listen[k].addr;
-		bool wild = false;
-
-		if (ss->ss_family == AF_INET6)
-			wild = IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)
-			    (const void *)ss)->sin6_addr);
-		else if (ss->ss_family == AF_INET)
-			wild = ((const struct sockaddr_in *)(const void *)ss)->sin_addr.s_addr ==
-			    htonl(INADDR_ANY);
-		if (!wild) {
-			V.ours[V.nours++] = *ss;
-			continue;
-		}
-		if (ifa == NULL && getifaddrs(&ifa) == -1) {
-			log_warn("event=verify_getifaddrs_failed");
-			continue;
-		}
-		for (i = ifa; i != NULL && V.nours < VERIFY_OURS_MAX; i = i->ifa_next) {
-			if (i->ifa_addr == NULL || i->ifa_addr->sa_family != ss->ss_family)
-				continue;
-			memset(&V.ours[V.nours], 0, sizeof(V.ours[0]));
-			memcpy(&V.ours[V.nours], i->ifa_addr, ss->ss_family == AF_INET6 ?
-			    sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
-			V.nours++;
-		}
-	}
-	if (ifa != NULL)
-		freeifaddrs(ifa);
+	V.nours = (size_t)listen_our_addresses(mxd->conf, V.ours, VERIFY_OURS_MAX);
 }
 
 static void
