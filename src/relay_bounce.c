@@ -46,7 +46,8 @@ relay_bounce_header_len(const unsigned char *msg, size_t len)
 	if (len >= 2 && msg[0] == '\r' && msg[1] == '\n')
 		return 2;
 	for (i = 0; i + 3 < len; i++)
-		if (msg[i] == '\r' && msg[i + 1] == '\n' && msg[i + 2] == '\r' && msg[i + 3] == '\n')
+		if (msg[i] == '\r' && msg[i + 1] == '\n' && msg[i + 2] == '\r' &&
+		    msg[i + 3] == '\n')
 			return i + 4;
 	return len;
 }
@@ -192,8 +193,8 @@ relay_bounce_compose(const struct relay_bounce *b, const unsigned char *orig, si
 		    "Content-Type: message/rfc822\r\n", b->boundary);
 		n = origlen;
 	} else {
-		r |= mx_buf_printf(out, "--%s\r\nContent-Description: Undelivered Message Headers\r\n"
-		    "Content-Type: text/rfc822-headers\r\n", b->boundary);
+		r |= mx_buf_printf(out, "--%s\r\nContent-Description: Undelivered Message "
+		    "Headers\r\nContent-Type: text/rfc822-headers\r\n", b->boundary);
 		n = hlen;
 		/* The empty line ending the header section is not part of this body. */
 		if (n >= 2 && orig[n - 2] == '\r' && orig[n - 1] == '\n' &&

@@ -44,7 +44,7 @@
 #define RELAY_IDLE_SECS 5		/* an idle connection waits this long for more work */
 #define RELAY_QUIT_SECS 10		/* for the reply to QUIT */
 #define RELAY_BODY_CHUNK 65536		/* spool octets read per step */
-#define RELAY_BODY_HIWAT (256 * 1024)	/* stop reading the spool above this much pending output */
+#define RELAY_BODY_HIWAT (256 * 1024)	/* pending output above which the spool waits */
 #define RELAY_BODY_LOWAT (64 * 1024)
 #define RELAY_CMD_MAX 1024		/* HELO/EHLO/STARTTLS/QUIT lines */
 
@@ -462,7 +462,8 @@ relay_conn_setup_reply(struct relay_conn *c, const struct relay_reply *r)
 		if (r->code != 220) {
 			if (c->tls_required) {
 				relay_conn_error(c, "4.7.5", "TLS is required, but %s refused "
-				    "STARTTLS: %s", c->peer, relay_reply_summary(r, sum, sizeof(sum)));
+				    "STARTTLS: %s", c->peer,
+				    relay_reply_summary(r, sum, sizeof(sum)));
 				relay_conn_fail(c);
 				return;
 			}
@@ -554,8 +555,9 @@ relay_conn_pump(struct relay_conn *c)
 				return;
 			}
 			if (c->stuffer.fixed > 0)
-				log_warnx("event=relay_body_repaired conn=%08x id=%s bare_cr_lf=%llu",
-				    c->id, c->job->env->id, (unsigned long long)c->stuffer.fixed);
+				log_warnx("event=relay_body_repaired conn=%08x id=%s "
+				    "bare_cr_lf=%llu", c->id, c->job->env->id,
+				    (unsigned long long)c->stuffer.fixed);
 			io_set_write_lowat(c->io, 0);
 			relay_enter_state(c, RC_ST_DOT);
 			return;
@@ -564,7 +566,7 @@ relay_conn_pump(struct relay_conn *c)
 		    (size_t)(c->body_len - c->body_done) : sizeof(buf);
 		n = pread(c->body_fd, buf, want, (off_t)(c->body_off + c->body_done));
 		if (n <= 0) {
-			/* Without the whole body there must be no final dot: drop the connection. */
+			/* Without the whole body there must be no final dot: hang up. */
 			relay_conn_error(c, "4.3.0", "cannot read queued message %s: %s",
 			    c->job->env->id, n == 0 ? "short file" : strerror(errno));
 			relay_conn_fail(c);
@@ -936,8 +938,8 @@ relay_conn_on_event(struct io *io, enum io_event ev, void *arg)
 			relay_conn_error(c, "4.7.5", "TLS handshake with %s failed: %s", c->peer,
 			    io_error_string(io));
 			log_safe(safe, sizeof(safe), c->last_error, strlen(c->last_error));
-			log_info("event=relay_tls_failed conn=%08x peer=%s error=%s retry=plaintext",
-			    c->id, c->peer, safe);
+			log_info("event=relay_tls_failed conn=%08x peer=%s error=%s "
+			    "retry=plaintext", c->id, c->peer, safe);
 			io_free(&c->io);
 			c->tls_skip = true;
 			relay_conn_try(c);

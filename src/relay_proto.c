@@ -147,7 +147,7 @@ relay_stuffer_feed(struct relay_stuffer *s, const unsigned char *p, size_t len,
 	size_t i, run = 0;	/* p[run..i) is plain text waiting to be copied */
 	unsigned char c;
 
-	/* A failed buffer add leaves s as it was only before the first byte; callers give up then. */
+	/* After a failed buffer add the stream is broken: callers give up on it. */
 	s->in += len;
 	for (i = 0; i < len; i++) {
 		c = p[i];

@@ -155,7 +155,7 @@ relay_reply_feed(struct relay_reply_parser *p, const unsigned char *buf, size_t 
 			p->cr = true;
 			continue;
 		} else if (c == '\n') {
-			/* A bare LF ends the line too: some servers do that, and it cannot hide anything. */
+			/* A bare LF ends the line too: some servers do that; it hides nothing. */
 			eol = true;
 		} else if (c == '\0') {
 			return relay_reply_fail(p, "NUL in a reply");
@@ -294,7 +294,7 @@ relay_ehlo_parse(const struct relay_reply *r, struct relay_ehlo *out)
 			out->ext |= RELAY_EXT_SIZE;
 			for (d = 0; rest[d] >= '0' && rest[d] <= '9' && d < 19; d++)
 				v = v * 10 + (unsigned long long)(rest[d] - '0');
-			/* A malformed or absurd limit counts as none: the server decides at DATA. */
+			/* A malformed or absurd limit counts as none: the server decides. */
 			out->size_max = (d > 0 && d < 19 && rest[d] == '\0') ? v : 0;
 			continue;
 		}

@@ -1351,8 +1351,8 @@ attempt_start(struct relay_msg *m)
 		if (rd != NULL && addr_domain_normalize(rd, strlen(rd), dom, &err) == 0)
 			d = dest_get(dom, m->restored && m->attempts > 0);
 		if (d == NULL) {
-			mx_snprintf(reply, sizeof(reply), "550 5.1.2 bad destination domain in <%s>",
-			    att->env.rcpts[j->rcpt[0]].addr);
+			mx_snprintf(reply, sizeof(reply), "550 5.1.2 bad destination domain "
+			    "in <%s>", att->env.rcpts[j->rcpt[0]].addr);
 			job_settle(j, QUEUE_RCPT_FAILED, "5.1.2", reply, false);
 			continue;
 		}
@@ -1674,14 +1674,16 @@ attempt_recorded(unsigned int failed, int err, void *arg)
 
 			for (k = 0; k < j->nrcpts; k++)
 				if (j->res[k].state == QUEUE_RCPT_FAILED &&
-				    notify_allows(&att->env.rcpts[j->rcpt[k]], QUEUE_NOTIFY_FAILURE))
+				    notify_allows(&att->env.rcpts[j->rcpt[k]],
+				    QUEUE_NOTIFY_FAILURE))
 					dsn_rcpt(att, j, k, &brc[nb++]);
 		}
 	}
 	if (nb > 0 && m->sender[0] == '\0') {
 		/* A bounce has a null sender: it never bounces (no loops, no backscatter). */
 		(*c_dsn_suppressed)++;
-		log_info("event=relay_dsn_suppressed id=%s reason=null_sender rcpts=%zu", m->id, nb);
+		log_info("event=relay_dsn_suppressed id=%s reason=null_sender rcpts=%zu",
+		    m->id, nb);
 		nb = 0;
 	}
 	if (nb > 0) {
@@ -1820,7 +1822,7 @@ attempt_finish(struct relay_attempt *att, bool dsn_ok)
 		} else {
 			m->attempts++;
 			base = backoff_usec(m->attempts);
-			/* Backoff with jitter, so a queue deferred together does not come back together. */
+			/* Jitter: a queue deferred together does not come back together. */
 			next = now + base - jitter(base / 4 + 1);
 			if (down > next)
 				next = down + jitter(base / 4 + 1);
@@ -2386,7 +2388,8 @@ relay_sched_status(struct mx_buf *json)
 	    S.ndests, down, c_delivered ? *c_delivered : 0, c_bounced ? *c_bounced : 0,
 	    c_expired ? *c_expired : 0, c_dsn ? *c_dsn : 0);
 	for (i = 0; i < RR_NREASONS; i++)
-		r |= mx_buf_printf(json, "%s\"%s\":%llu", i ? "," : "", reason_names[i], reasons[i]);
+		r |= mx_buf_printf(json, "%s\"%s\":%llu", i ? "," : "", reason_names[i],
+		    reasons[i]);
 	r |= mx_buf_addstr(json, "},\"down\":[");
 	i = 0;
 	for (d = S.dests; d != NULL; d = d->all_next) {
