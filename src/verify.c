@@ -122,6 +122,7 @@ struct verify_probe {
 	struct relay_reply reply;
 	struct relay_ehlo ehlo;
 	bool tls;
+	bool tls_skip;				/* this target again, without STARTTLS */
 	char last_error[256];
 };
 
@@ -486,6 +487,7 @@ probe_next_target(struct verify_probe *p)
 	log_info("event=verify_target_failed probe=%08x peer=%s error=\"%s\"", p->id, p->peer,
 	    p->last_error);
 	p->target++;
+	p->tls_skip = false;
 	if (p->target < p->plan->ntargets) {
 		probe_try(p);
 		return;
@@ -516,7 +518,7 @@ probe_send_mail(struct verify_probe *p)
 static void
 probe_greeted(struct verify_probe *p)
 {
-	if (!p->tls && (p->ehlo.ext & RELAY_EXT_STARTTLS) && V.creds != NULL) {
+	if (!p->tls && !p->tls_skip && (p->ehlo.ext & RELAY_EXT_STARTTLS) && V.creds != NULL) {
 		if (probe_cmd(p, "STARTTLS\r\n") == -1) {
 			probe_error(p, "cannot send STARTTLS: %s", strerror(errno));
 			probe_next_target(p);
@@ -726,6 +728,15 @@ probe_io_event(struct io *io, enum io_event ev, void *arg)
 		}
 		probe_error(p, "%s: %s (state %s)", p->peer, ev == IO_EV_CLOSED ?
 		    "connection closed" : io_error_string(io), vp_state_names[p->state]);
+		if (p->state == VP_HANDSHAKE && p->d.relay_tls != REG_TLS_REQUIRE && !p->tls_skip) {
+			/* Opportunistic TLS that fails: this host again in plaintext, like the relay. */
+			log_info("event=verify_tls_failed probe=%08x peer=%s error=\"%s\" "
+			    "retry=plaintext", p->id, p->peer, p->last_error);
+			io_free(&p->io);
+			p->tls_skip = true;
+			probe_try(p);
+			return;
+		}
 		probe_next_target(p);
 		return;
 	}
@@ -737,10 +748,13 @@ probe_try(struct verify_probe *p)
 {
 	static const struct io_callbacks cb = { probe_io_event };
 	const struct relay_mx_target *t = &p->plan->targets[p->target];
-	char a[ADDR_STR_MAX];
+	char a[ADDR_STR_MAX], ip[ADDR_STR_MAX];
 
 	addr_format((const struct sockaddr *)&t->ss, a, sizeof(a));
-	if (mx_snprintf(p->peer, sizeof(p->peer), "%s[%s]", t->name, a) == -1)
+	addr_format_ip((const struct sockaddr *)&t->ss, ip, sizeof(ip));
+	/* "mx.example[[2001:db8::25]:25]", or the address alone for a literal relay host. */
+	if (strcmp(t->name, ip) == 0 ||
+	    mx_snprintf(p->peer, sizeof(p->peer), "%s[%s]", t->name, a) == -1)
 		mx_strlcpy(p->peer, a, sizeof(p->peer));
 	relay_reply_init(&p->rp);
 	memset(&p->ehlo, 0, sizeof(p->ehlo));

@@ -223,6 +223,7 @@ CONF
 	mkdir -p "$MX_DIR/state"
 	chmod 755 "$MX_DIR/state"
 	export MXEDGE_CONF=$MX_CONF
+	[ -z "${MXEDGED_WRAPPER:-}" ] || diag "mxedged runs under: $MXEDGED_WRAPPER"
 }
 
 # mx_conf LINE...: append config lines.
