@@ -65,7 +65,10 @@ struct io {
 	struct event *ev_defer;		/* work for the next loop turn */
 	bool read_on;
 	bool write_on;
-	struct io_timer rtimer;		/* idle read deadline */
+	struct io_timer rtimer;		/* read deadline */
+	bool rwhole;			/* rtimer mostly ignores input: io_set_read_deadline() */
+	size_t rper;			/* input octets that still restart it (0: none) */
+	size_t rgot;			/* input octets since it was last restarted */
 	struct io_timer wtimer;		/* stalled write deadline */
 	struct io_timer ptimer;		/* connect or handshake deadline */
 	int hs_timeout;
@@ -258,10 +261,14 @@ io_reload(struct io *io)
 
 /* Progress restarts the deadlines that measure idleness. */
 static void
-io_activity(struct io *io, bool wrote)
+io_activity(struct io *io, size_t nread, bool wrote)
 {
-	io->rtimer.fired = false;
-	io_timer_arm(&io->rtimer, io_read_wanted(io), true);
+	io->rgot += nread;
+	if (wrote || !io->rwhole || (io->rper > 0 && io->rgot >= io->rper)) {
+		io->rgot = 0;
+		io->rtimer.fired = false;
+		io_timer_arm(&io->rtimer, io_read_wanted(io), true);
+	}
 	if (wrote) {
 		io->wtimer.fired = false;
 		io_timer_arm(&io->wtimer, io_output_waiting(io), true);
@@ -497,7 +504,7 @@ io_connect_done(struct io *io, int error)
 		return;
 	}
 	io->state = IO_STATE_PLAIN;
-	io_activity(io, false);
+	io_activity(io, 0, false);
 	(void)io_emit(io, IO_EV_CONNECTED);
 }
 
@@ -569,7 +576,7 @@ io_read_plain(struct io *io)
 		return;
 	}
 	io_commit(io->in, v, (size_t)r);
-	io_activity(io, false);
+	io_activity(io, (size_t)r, false);
 	(void)io_emit(io, IO_EV_DATA);
 }
 
@@ -600,7 +607,7 @@ static bool
 io_written(struct io *io, bool progress)
 {
 	if (progress)
-		io_activity(io, true);
+		io_activity(io, 0, true);
 	if (io->state == IO_STATE_TLS_FLUSH) {
 		if (io->plain_left == 0)
 			return io_handshake_begin(io);
@@ -741,7 +748,7 @@ io_read_tls(struct io *io)
 	else if (r == TLS_WANT_WRITE)
 		io->tls_rwant = EV_WRITE;
 	if (got > 0) {
-		io_activity(io, false);
+		io_activity(io, got, false);
 		if (!io_emit(io, IO_EV_DATA))
 			return;
 	}
@@ -778,7 +785,7 @@ io_handshake_step(struct io *io)
 	(void)event_del(io->ptimer.ev);
 	io->tls_version = tls_conn_version_name(io->tls);
 	io->tls_cipher = tls_conn_cipher_name(io->tls);
-	io_activity(io, true);
+	io_activity(io, 0, true);
 	/* The peer's first records may have come with its last flight. */
 	event_active(io->ev_defer, EV_TIMEOUT, 0);
 	return io_emit(io, IO_EV_TLS_READY);
@@ -1114,6 +1121,18 @@ io_shutdown_write(struct io *io)
 void
 io_set_timeout(struct io *io, int seconds)
 {
+	io->rwhole = false;
+	io_timer_set(io, &io->rtimer, seconds);
+	if (io->busy == 0)
+		io_reload(io);
+}
+
+void
+io_set_read_deadline(struct io *io, int seconds, size_t per_bytes)
+{
+	io->rwhole = true;
+	io->rper = per_bytes;
+	io->rgot = 0;
 	io_timer_set(io, &io->rtimer, seconds);
 	if (io->busy == 0)
 		io_reload(io);

@@ -124,6 +124,15 @@ void io_set_read_limit(struct io *io, size_t bytes);
  * before io_start_tls_*().
  */
 void io_set_timeout(struct io *io, int seconds);
+/*
+ * The read deadline again, restarted by our own output making progress (and
+ * by this call) but by input only once per_bytes octets of it arrived (0:
+ * never): after our last reply or command the peer has this long to send the
+ * whole next command or reply, however slowly it trickles it (RFC 5321
+ * 4.5.3.2 bounds the wait for the whole thing), and a message body must keep
+ * a minimum rate.  io_set_timeout() switches back to the idle kind.
+ */
+void io_set_read_deadline(struct io *io, int seconds, size_t per_bytes);
 void io_set_write_timeout(struct io *io, int seconds);
 void io_set_handshake_timeout(struct io *io, int seconds);
 

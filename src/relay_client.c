@@ -359,7 +359,7 @@ relay_conn_try(struct relay_conn *c)
 			relay_conn_error(c, "4.4.1", "connect to %s: %s", c->peer, strerror(errno));
 			continue;
 		}
-		io_set_timeout(c->io, (int)mxd->conf->relay_command_timeout);
+		io_set_read_deadline(c->io, (int)mxd->conf->relay_command_timeout, 0);
 		io_set_write_timeout(c->io, (int)mxd->conf->relay_command_timeout);
 		io_set_handshake_timeout(c->io, (int)mxd->conf->relay_command_timeout);
 		relay_enter_state(c, RC_ST_CONNECT);
@@ -1002,7 +1002,7 @@ relay_conn_quit(struct relay_conn *c)
 		relay_conn_kick(c);
 		return;
 	}
-	io_set_timeout(c->io, RELAY_QUIT_SECS);
+	io_set_read_deadline(c->io, RELAY_QUIT_SECS, 0);
 	relay_enter_state(c, RC_ST_QUIT);
 }
 

@@ -78,6 +78,7 @@
 #include "verify.h"
 
 #define SMTP_CLOSE_TIMEOUT 5		/* seconds to wait for the client's FIN */
+#define SMTP_DATA_MIN_OCTETS 2048	/* a body must bring this much per smtp_timeout_data */
 #define SMTP_PULLUP 4096		/* command bytes made contiguous at once */
 #define SMTP_MAX_HOPS 100		/* Received: fields (RFC 5321 §6.3) */
 #define SMTP_HDR_MAX 2048		/* our Received: field */
@@ -365,7 +366,7 @@ smtp_close(struct smtp_session *s, const char *reason)
 		smtp_kill(s);
 		return;
 	}
-	io_set_timeout(s->io, SMTP_CLOSE_TIMEOUT);
+	io_set_read_deadline(s->io, SMTP_CLOSE_TIMEOUT, 0);
 	io_set_write_timeout(s->io, SMTP_CLOSE_TIMEOUT);
 	(void)evbuffer_drain(io_input(s->io), evbuffer_get_length(io_input(s->io)));
 	/* A session that was waiting (filters, spool) must see the client's FIN. */
@@ -1320,7 +1321,8 @@ smtp_data_begin(struct smtp_session *s)
 	}
 	smtp_data_init(&s->data, s->size_limit, smtp_data_emit, s);
 	smtp_enter_state(s, SMTP_ST_DATA);
-	io_set_timeout(s->io, (int)mxd->conf->smtp_timeout_data);
+	io_set_read_deadline(s->io, (int)mxd->conf->smtp_timeout_data,
+	    SMTP_DATA_MIN_OCTETS);
 	smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
 
@@ -2069,7 +2071,7 @@ smtp_data_end(struct smtp_session *s)
 	unsigned int f = s->data.flags;
 	const char *reason = NULL;
 
-	io_set_timeout(s->io, (int)mxd->conf->smtp_timeout_command);
+	io_set_read_deadline(s->io, (int)mxd->conf->smtp_timeout_command, 0);
 	*c_bytes += s->data.size;
 	if ((f & SMTP_DATA_REJECT) == 0 && !s->discard && !s->hdr.done) {
 		/* The message ended inside its header section. */
@@ -2392,7 +2394,7 @@ smtp_accept(int fd, struct sockaddr *sa, socklen_t salen, void *arg)
 	if (sessions != NULL)
 		sessions->prev = s;
 	sessions = s;
-	io_set_timeout(s->io, (int)cf->smtp_timeout_command);
+	io_set_read_deadline(s->io, (int)cf->smtp_timeout_command, 0);
 	io_set_write_timeout(s->io, (int)cf->smtp_timeout_command);
 	log_info("event=smtp_connect id=%08x client=%s", s->id,
 	    addr_format(sa, client, sizeof(client)));

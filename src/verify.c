@@ -768,7 +768,7 @@ probe_try(struct verify_probe *p)
 		return;
 	}
 	/* The probe's own timer bounds the whole dialogue. */
-	io_set_timeout(p->io, (int)mxd->conf->verify_timeout);
+	io_set_read_deadline(p->io, (int)mxd->conf->verify_timeout, 0);
 	io_set_write_timeout(p->io, (int)mxd->conf->verify_timeout);
 }
 

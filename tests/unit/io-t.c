@@ -881,6 +881,92 @@ test_read_timeout(void)
 	peer_clear(&b);
 }
 
+/* Drain what arrives, like a session waiting for the end of a line. */
+static void
+drain_note(struct peer *p, enum io_event ev)
+{
+	if (ev == IO_EV_DATA)
+		io_drain(p->io, evbuffer_get_length(io_input(p->io)));
+	note_event(p, ev);
+}
+
+struct trickle {
+	int fd[3];
+	unsigned int sent;
+};
+
+static void
+trickle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct trickle *tr = arg;
+	int i;
+
+	for (i = 0; i < 3; i++)
+		if (write(tr->fd[i], "x", 1) != 1)
+			bail("trickle write: %s", strerror(errno));
+	tr->sent++;
+}
+
+/*
+ * One octet every 250 ms to three ios with a 1 s read deadline: the idle kind
+ * never fires; the whole-command kind fires although input keeps coming; with
+ * a minimum of 2 octets per deadline (8 arrive per second) it never fires.
+ * Then our own output restarts the whole-command kind.
+ */
+static void
+test_read_deadline(void)
+{
+	struct peer idle, whole, rate;
+	struct trickle tr;
+	struct event *tick;
+	struct timeval tv = { 0, 250000 };
+	int si[2], sw[2], sr[2];
+	double t0, t;
+
+	peer_init(&idle, "idle kind", drain_note);
+	peer_init(&whole, "whole kind", drain_note);
+	peer_init(&rate, "rate kind", drain_note);
+	make_socketpair(si);
+	make_socketpair(sw);
+	make_socketpair(sr);
+	new_io(si[0], &idle);
+	new_io(sw[0], &whole);
+	new_io(sr[0], &rate);
+	io_set_timeout(idle.io, 1);
+	io_set_read_deadline(whole.io, 1, 0);
+	io_set_read_deadline(rate.io, 1, 2);
+	tr.fd[0] = si[1];
+	tr.fd[1] = sw[1];
+	tr.fd[2] = sr[1];
+	tr.sent = 0;
+	if ((tick = event_new(base, -1, EV_PERSIST, trickle_cb, &tr)) == NULL)
+		bail("event_new");
+	evtimer_add(tick, &tv);
+	t0 = now_sec();
+	run_until(&whole.done, 5);
+	t = now_sec() - t0;
+	is_int(1, whole.ev[IO_EV_TIMEOUT], "deadline: fired while octets trickle in");
+	ok(t > 0.9 && t < 3.0, "deadline: after about 1 s (%.2f)", t);
+	is_string("read timeout", whole.err, "deadline: reason given");
+	run_for_ms(2000);
+	ok(tr.sent >= 8, "deadline: %u octets trickled to each", tr.sent);
+	is_int(0, idle.ev[IO_EV_TIMEOUT], "deadline: the idle kind was kept alive");
+	is_int(0, rate.ev[IO_EV_TIMEOUT], "deadline: so was the kind with a minimum rate");
+
+	/* A reply of ours starts a new deadline for the next command. */
+	whole.done = false;
+	ok(io_printf(whole.io, "250 ok\r\n") == 0, "deadline: can write after it");
+	run_until(&whole.done, 5);
+	is_int(2, whole.ev[IO_EV_TIMEOUT], "deadline: restarted by our output, fired again");
+	event_free(tick);
+	close(si[1]);
+	close(sw[1]);
+	close(sr[1]);
+	peer_clear(&idle);
+	peer_clear(&whole);
+	peer_clear(&rate);
+}
+
 static void
 test_write_timeout(void)
 {
@@ -1485,6 +1571,7 @@ main(void)
 	test_real_client("openssl s_client", "openssl", true);
 	test_real_client("gnutls-cli", "gnutls-cli", false);
 	test_read_timeout();
+	test_read_deadline();
 	test_write_timeout();
 	test_handshake_failures();
 	test_bulk(false);
