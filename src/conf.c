@@ -208,6 +208,32 @@ h_hostname(struct conf_ctx *x, int argc, char **argv, size_t off)
 	return h_string(x, 1, (char *[]){ norm }, off, ADDR_HOST_MAX);
 }
 
+/* A plain dot-atom mailbox (RFC 5322 3.2.3), no quoted local part or address literal. */
+static int
+h_mailbox(struct conf_ctx *x, int argc, char **argv, size_t off)
+{
+	static const char atext[] = "!#$%&'*+-/=?^_`{|}~";
+	const char *at = strrchr(argv[0], '@'), *err, *p;
+	char norm[ADDR_DOMAIN_MAX + 1], out[CONF_MAILBOX_MAX + 1];
+	size_t llen;
+
+	if (at == NULL || at == argv[0])
+		return conf_fail(x, "bad address '%s': want local@domain", argv[0]);
+	llen = (size_t)(at - argv[0]);
+	if (llen > 64 || argv[0][0] == '.' || at[-1] == '.')
+		return conf_fail(x, "bad local part in '%s'", argv[0]);
+	for (p = argv[0]; p < at; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || (*p == '.' && p[1] != '.') ||
+		    (*p != '\0' && strchr(atext, *p) != NULL)))
+			return conf_fail(x, "bad local part in '%s'", argv[0]);
+	if (addr_domain_normalize(at + 1, strlen(at + 1), norm, &err) == -1)
+		return conf_fail(x, "bad domain in '%s': %s", argv[0], err);
+	if (mx_snprintf(out, sizeof(out), "%.*s@%s", (int)llen, argv[0], norm) == -1)
+		return conf_fail(x, "address too long: %s", argv[0]);
+	return h_string(x, 1, (char *[]){ out }, off, CONF_MAILBOX_MAX + 1);
+}
+
 static int
 h_bool(struct conf_ctx *x, int argc, char **argv, size_t off)
 {
@@ -513,6 +539,7 @@ static const struct conf_directive directives[] = {
 	{ "verify_negative_ttl", 1, 1, h_duration, FIELD(verify_negative_ttl), 0, 7 * DAY },
 	{ "verify_timeout", 1, 1, h_duration, FIELD(verify_timeout), 1, 600 },
 	{ "authserv_id", 1, 1, h_hostname, FIELD(authserv_id), 0, 0 },
+	{ "postmaster_address", 1, 1, h_mailbox, FIELD(postmaster_address), 0, 0 },
 };
 
 /* Split a line into words in place; '#' at a word start ends the line. */

@@ -49,6 +49,8 @@ struct conf_milter {
 #define CONF_MAX_LISTEN 32
 #define CONF_MAX_MILTERS 16
 
+#define CONF_MAILBOX_MAX 320		/* "local@domain": 64 + 1 + 255 */
+
 struct conf {
 	char path[CONF_PATH_MAX];	/* the file this came from */
 
@@ -116,6 +118,7 @@ struct conf {
 	long long verify_negative_ttl;		/* default 10 minutes */
 	long long verify_timeout;		/* default 30 */
 	char authserv_id[ADDR_HOST_MAX];	/* default hostname */
+	char postmaster_address[CONF_MAILBOX_MAX + 1];	/* "" = none */
 };
 
 /* Fill every default (hostname from gethostname(2)). */

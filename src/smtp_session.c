@@ -1019,6 +1019,65 @@ smtp_rcpt_check(struct smtp_session *s)
 	}
 }
 
+/* <postmaster>, or postmaster at our own name when no customer has that name. */
+static bool
+smtp_rcpt_is_postmaster(const struct smtp_path *p)
+{
+	const char *host = mxd->conf->hostname;
+
+	if (p->postmaster)
+		return true;
+	return p->kind == SMTP_DOMAIN_NAME && !p->quoted && strcasecmp(p->local, "postmaster") == 0 &&
+	    strcmp(p->domain, host) == 0 &&
+	    domain_table_exact(mxd->domains, host, strlen(host)) == NULL;
+}
+
+/*
+ * RFC 5321 4.5.1: a server MUST take mail for its postmaster.  We deliver
+ * nothing locally, so it goes on to postmaster_address, through the milters
+ * like any mail, but without a customer's SPF or recipient policy.
+ */
+static void
+smtp_rcpt_postmaster(struct smtp_session *s, const struct smtp_command *c, const char *addr)
+{
+	const struct conf *cf = mxd->conf;
+	struct smtp_rcpt_check *rc = &s->rc;
+	const char *at = strrchr(cf->postmaster_address, '@');
+	size_t i;
+
+	if (at == NULL) {
+		smtp_rcpt_refuse(s, addr, "no_postmaster_address");
+		return;
+	}
+	if (s->env.nrcpts >= QUEUE_RCPT_MAX || s->env.nrcpts >= (unsigned long long)cf->smtp_max_recipients) {
+		smtp_reply(s, "452 4.5.3 Error: too many recipients");
+		return;
+	}
+	for (i = 0; i < s->env.nrcpts; i++)
+		if (strcmp(s->env.rcpts[i].addr, cf->postmaster_address) == 0) {
+			smtp_reply(s, "250 2.1.5 Ok");
+			return;
+		}
+	free(rc->milter_reply);
+	memset(rc, 0, sizeof(*rc));
+	mx_strlcpy(rc->addr, cf->postmaster_address, sizeof(rc->addr));
+	domain_init(&rc->dom, at + 1);
+	rc->dom.spf = REG_SPF_OFF;
+	rc->dom.recipients = REG_RCPT_ANY;
+	rc->limit = cf->smtp_max_message_size;
+	rc->notify = c->params.notify;
+	/* The original recipient, for any DSN: the address the client used. */
+	rc->has_orcpt = true;
+	if (c->params.present & SMTP_PARAM_ORCPT)
+		mx_strlcpy(rc->orcpt, c->params.orcpt, sizeof(rc->orcpt));
+	else if (mx_snprintf(rc->orcpt, sizeof(rc->orcpt), "rfc822;%s", addr) == -1)
+		rc->has_orcpt = false;
+	log_info("event=smtp_rcpt_postmaster id=%08x qid=%s to=<%s>", s->id, smtp_qid(s),
+	    rc->addr);
+	rc->step = SMTP_RC_SPF;
+	smtp_rcpt_check(s);
+}
+
 static void
 smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *c)
 {
@@ -1035,9 +1094,13 @@ smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *c)
 		smtp_error_count(s);
 		return;
 	}
+	if (smtp_rcpt_is_postmaster(&c->path)) {
+		smtp_rcpt_postmaster(s, c, addr);
+		return;
+	}
 	/* Whatever the syntax means to someone else, we relay none of it (PITFALLS 15). */
-	if (c->path.postmaster || c->path.kind != SMTP_DOMAIN_NAME) {
-		smtp_rcpt_refuse(s, addr, c->path.postmaster ? "no_domain" : "address_literal");
+	if (c->path.kind != SMTP_DOMAIN_NAME) {
+		smtp_rcpt_refuse(s, addr, "address_literal");
 		return;
 	}
 	if ((relay = smtp_path_relay_flags(&c->path)) != 0) {

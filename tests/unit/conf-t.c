@@ -88,6 +88,9 @@ main(void)
 	    "inconsistent retry timers");
 	bad("hostname a b c d e f g h i j\n", "t.conf:1: too many arguments", "too many words");
 	bad("log_level chatty\n", "t.conf:1: log_level must be", "bad log level");
+	bad("postmaster_address root\n", "t.conf:1: bad address 'root'", "postmaster without domain");
+	bad("postmaster_address a..b@example.net\n", "t.conf:1: bad local part", "two dots");
+	bad("postmaster_address a@[127.0.0.1]\n", "t.conf:1: bad domain", "address literal");
 	{
 		char path[4096];
 		const char *top = getenv("srcdir");
