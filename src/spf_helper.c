@@ -13,15 +13,22 @@
  * TLS keys) and a new ASLR layout.  It holds no spool, key or registry
  * descriptor and cannot write where the daemon writes.
  *
- * The helper itself (the "master") only reads the daemon's datagrams and
- * forks one child per check; the child opens libspf2 and libunbound,
- * answers on the shared SOCK_SEQPACKET socket (each send is one datagram,
- * so children never interleave), and exits.  A hostile record can at worst
- * crash or hang one child: the master SIGKILLs it at the check's deadline
- * and answers temperror for it, and no state survives from one sender to
- * the next.  If the master itself dies, the daemon notices EOF, answers
- * temperror meanwhile and starts a new helper (as its own user then, since
- * it is no longer root to switch; see spf.c).
+ * The helper itself (the "master") never runs libspf2: it reads the
+ * daemon's datagrams and hands each check to one of its workers, processes
+ * it forks that open libspf2 and libunbound once and then run one check at
+ * a time, keeping libunbound's cache between checks (a process and a
+ * resolver context per check cost about 15 ms of CPU a check, which
+ * capped the daemon at a few dozen checked messages a second).  Each worker talks
+ * only to the master, over a socket pair of its own; the master relays a
+ * reply only when it is well formed and answers the check that worker
+ * runs.  A hostile record can at worst crash or hang one worker: the
+ * master SIGKILLs it at the check's deadline and answers temperror for it,
+ * and workers are replaced after SPF_HELPER_WORKER_CHECKS checks and after
+ * any temperror or permerror, so state corrupted inside libspf2 lives for at
+ * most that many checks (see "Workers" below for what remains shared).
+ * If the master itself dies, the daemon notices EOF, answers temperror
+ * meanwhile and starts a new helper (as its own user then, since it is no
+ * longer root to switch; see spf.c).
  *
  * DNS goes to the configured resolver ("system" = /etc/resolv.conf, or
  * ADDRESS@PORT) through libunbound, set up like dns.c's.  Each answer is
@@ -33,6 +40,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -429,11 +437,48 @@ const struct spf_engine_ops spf_engine_default = { engine_open, engine_check, en
 
 /* The master ---------------------------------------------------------------------- */
 
-struct child {
+/*
+ * Workers.  Creating a libunbound context and forking cost about 15 ms of
+ * CPU, far more than a check whose answers are cached, so a worker serves
+ * checks one after the other, keeping its engine (and libunbound's cache)
+ * between them.  What a process per check gave, and what remains: each
+ * worker has its own socket pair, so it sees only the checks it is given,
+ * and the master takes from it only a well-formed reply to the check it
+ * runs (a worker cannot answer someone else's check); a check past its
+ * deadline, a crash or a malformed reply ends the worker (temperror); a
+ * worker is replaced after SPF_HELPER_WORKER_CHECKS checks and after any
+ * temperror or permerror (DNS trouble, or a record libspf2 could not
+ * compile, where a hostile record would show).  What no longer holds: the
+ * senders checked by one worker share its address space and libunbound's
+ * cache (public DNS data, kept for its TTL), so a record that corrupts
+ * memory without crashing may sway that worker's later checks, at most
+ * SPF_HELPER_WORKER_CHECKS of them.  A worker taken over runs as spf_user
+ * like the master and the other workers (as a per-check child did) and
+ * holds no key, spool, registry, nor the daemon's socket.
+ */
+#define SPF_WORKER_IDLE 60	/* seconds an idle worker is kept (one stays) */
+#define SPF_WORKER_EXIT 2	/* seconds a retired worker has to exit */
+
+struct worker {
 	pid_t pid;
+	int fd;			/* the master's end of its socket pair; -1 once retired */
+	bool busy;		/* running check id */
+	bool killed;		/* SIGKILLed: answer temperror when reaped, if busy */
+	bool stale;		/* configured before the last config: retire when idle */
 	uint32_t id;
-	uint64_t deadline;	/* monotonic usec */
-	bool killed;
+	uint64_t deadline;	/* of the check, or of the exit once retired; monotonic usec */
+	uint64_t idle_since;
+	unsigned int checks;
+};
+
+struct master {
+	int fd;			/* to the daemon */
+	int sfd;		/* SIGCHLD */
+	const struct spf_engine_ops *ops;
+	struct spf_config_msg cfg;
+	bool have_cfg;
+	struct worker w[SPF_HELPER_CHILDREN_MAX];
+	size_t nw;
 };
 
 static void
@@ -458,157 +503,373 @@ send_temperror(int fd, uint32_t id, const char *why)
 	send_reply(fd, &r);
 }
 
-/* One check, in a child that exits when done. */
+/*
+ * A worker: open the engine once, then one check per datagram from the
+ * master until it closes the socket.  An engine that cannot open answers
+ * temperror with the reason (the master then replaces the worker).
+ */
 static void __attribute__((noreturn))
-child_run(int fd, const struct spf_engine_ops *ops, const struct spf_config_msg *cfg,
-    const struct spf_query_msg *q)
+worker_run(int fd, const struct spf_engine_ops *ops, const struct spf_config_msg *cfg)
 {
+	unsigned char buf[SPF_MSG_MAX];
+	struct spf_query_msg q;
 	struct spf_reply_msg r;
-	char err[256];
+	char err[256] = "";
 	void *engine;
+	ssize_t n;
 
-	/* A backstop should the master be unable to kill us in time. */
-	alarm(cfg->timeout + 5);
-	if ((engine = ops->open(cfg, err, sizeof(err))) == NULL) {
-		send_temperror(fd, q->id, err);
-		_exit(0);
+	/*
+	 * libunbound sets up and frees about 500 KiB for every lookup: kept
+	 * by malloc rather than given back and faulted in again each time.
+	 */
+	(void)mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
+	(void)mallopt(M_TRIM_THRESHOLD, 8 * 1024 * 1024);
+	engine = ops->open(cfg, err, sizeof(err));
+	for (;;) {
+		if ((n = recv(fd, buf, sizeof(buf), 0)) == -1 && errno == EINTR)
+			continue;
+		if (n <= 0 || spf_msg_get_query(buf, (size_t)n, &q) == -1)
+			break;
+		if (engine == NULL) {
+			send_temperror(fd, q.id, err);
+			continue;
+		}
+		/* A backstop should the master be unable to kill us in time. */
+		alarm(cfg->timeout + 5);
+		ops->check(engine, &q, &r);
+		alarm(0);
+		send_reply(fd, &r);
 	}
-	ops->check(engine, q, &r);
-	r.id = q->id;
-	send_reply(fd, &r);
-	ops->close(engine);
+	if (engine != NULL)
+		ops->close(engine);
 	_exit(0);
 }
 
-static void
-reap(int fd, struct child *kids, size_t *nkids)
+/* Start a worker; NULL when it cannot be. */
+static struct worker *
+worker_start(struct master *m)
 {
+	struct worker *w;
+	sigset_t chld;
+	int sv[2];
+	size_t i;
+	pid_t pid;
+
+	if (m->nw == SPF_HELPER_CHILDREN_MAX ||
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1)
+		return NULL;
+	if ((pid = fork()) == -1) {
+		close(sv[0]);
+		close(sv[1]);
+		return NULL;
+	}
+	if (pid == 0) {
+		/* Nothing of the master's but the log: not the daemon's socket, not the others'. */
+		log_after_fork();
+		close(m->fd);
+		close(m->sfd);
+		close(sv[0]);
+		for (i = 0; i < m->nw; i++)
+			if (m->w[i].fd != -1)
+				close(m->w[i].fd);
+		sigemptyset(&chld);
+		sigaddset(&chld, SIGCHLD);
+		(void)sigprocmask(SIG_UNBLOCK, &chld, NULL);
+		worker_run(sv[1], m->ops, &m->cfg);
+	}
+	close(sv[1]);
+	w = &m->w[m->nw++];
+	memset(w, 0, sizeof(*w));
+	w->pid = pid;
+	w->fd = sv[0];
+	w->idle_since = mx_now_usec();
+	log_debug("event=spf_worker_started pid=%ld workers=%zu", (long)pid, m->nw);
+	return w;
+}
+
+/* Close a worker's socket: it exits when it reads EOF, or is killed at the deadline. */
+static void
+worker_retire(struct worker *w, uint64_t now)
+{
+	if (w->fd != -1) {
+		close(w->fd);
+		w->fd = -1;
+	}
+	if (!w->killed)
+		w->deadline = now + SPF_WORKER_EXIT * 1000000u;
+}
+
+static void
+worker_kill(struct worker *w)
+{
+	(void)kill(w->pid, SIGKILL);
+	w->killed = true;
+	if (w->fd != -1) {
+		close(w->fd);
+		w->fd = -1;
+	}
+}
+
+/* The check a worker ran is answered: the worker is idle again, or retired. */
+static void
+worker_done(struct master *m, struct worker *w, const struct spf_reply_msg *r)
+{
+	uint64_t now = mx_now_usec();
+
+	w->busy = false;
+	w->idle_since = now;
+	if (w->stale || w->checks >= SPF_HELPER_WORKER_CHECKS ||
+	    r->result == SPF_RES_TEMPERROR || r->result == SPF_RES_PERMERROR)
+		worker_retire(w, now);
+}
+
+/* A worker's reply: relayed when it is the well-formed answer to its check. */
+static void
+worker_read(struct master *m, struct worker *w)
+{
+	unsigned char buf[SPF_MSG_MAX];
+	struct spf_reply_msg r;
+	ssize_t n;
+
+	if ((n = recv(w->fd, buf, sizeof(buf), MSG_DONTWAIT)) == -1 &&
+	    (errno == EINTR || errno == EAGAIN))
+		return;
+	if (n <= 0) {
+		/* It is exiting: reap() answers for its check. */
+		close(w->fd);
+		w->fd = -1;
+		w->deadline = mx_now_usec() + SPF_WORKER_EXIT * 1000000u;
+		return;
+	}
+	if (!w->busy || spf_msg_get_reply(buf, (size_t)n, &r) == -1 || r.id != w->id) {
+		log_warnx("event=spf_worker_bad_reply pid=%ld length=%zd", (long)w->pid, n);
+		if (w->busy)
+			send_temperror(m->fd, w->id, "SPF checker misbehaved");
+		w->busy = false;
+		worker_kill(w);
+		return;
+	}
+	send_reply(m->fd, &r);
+	worker_done(m, w, &r);
+}
+
+static void
+reap(struct master *m)
+{
+	struct worker *w;
 	pid_t pid;
 	int status;
 	size_t i;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		for (i = 0; i < *nkids; i++)
-			if (kids[i].pid == pid)
+		for (i = 0; i < m->nw; i++)
+			if (m->w[i].pid == pid)
 				break;
-		if (i == *nkids)
+		if (i == m->nw)
 			continue;
-		if (kids[i].killed)
-			send_temperror(fd, kids[i].id, "SPF check timed out");
-		else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		w = &m->w[i];
+		/* A reply it sent before it died still counts. */
+		if (w->busy && w->fd != -1)
+			worker_read(m, w);
+		if (w->busy && w->killed)
+			send_temperror(m->fd, w->id, "SPF check timed out");
+		else if (!w->killed &&
+		    (w->busy || !WIFEXITED(status) || WEXITSTATUS(status) != 0)) {
 			char why[64];
 
-			snprintf(why, sizeof(why), "SPF checker crashed (%s %d)",
+			snprintf(why, sizeof(why), "SPF checker %s (%s %d)",
+			    w->busy ? "crashed" : "failed",
 			    WIFSIGNALED(status) ? "signal" : "status",
 			    WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
-			log_warnx("event=spf_child_failed id=%u reason=\"%s\"", kids[i].id, why);
-			send_temperror(fd, kids[i].id, why);
+			log_warnx("event=spf_worker_failed pid=%ld id=%u reason=\"%s\"", (long)pid,
+			    w->busy ? w->id : 0, why);
+			if (w->busy)
+				send_temperror(m->fd, w->id, why);
 		}
-		kids[i] = kids[--*nkids];
+		if (w->fd != -1)
+			close(w->fd);
+		*w = m->w[--m->nw];
+	}
+}
+
+/* Give a check to an idle worker, the most recently used (its cache is warmest). */
+static void
+master_query(struct master *m, const struct spf_query_msg *q)
+{
+	unsigned char buf[SPF_MSG_MAX];
+	struct worker *w = NULL;
+	size_t i;
+	int n;
+
+	if (!m->have_cfg) {
+		send_temperror(m->fd, q->id, "SPF helper not configured yet");
+		return;
+	}
+	for (i = 0; i < m->nw; i++)
+		if (!m->w[i].busy && m->w[i].fd != -1 &&
+		    (w == NULL || m->w[i].idle_since > w->idle_since))
+			w = &m->w[i];
+	if (w == NULL && (w = worker_start(m)) == NULL) {
+		send_temperror(m->fd, q->id, m->nw == SPF_HELPER_CHILDREN_MAX ?
+		    "SPF helper busy" : "SPF helper cannot start a worker");
+		return;
+	}
+	if ((n = spf_msg_put_query(q, buf, sizeof(buf))) < 0 ||
+	    send(w->fd, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) != n) {
+		send_temperror(m->fd, q->id, "SPF helper cannot reach its worker");
+		worker_kill(w);
+		return;
+	}
+	w->busy = true;
+	w->id = q->id;
+	w->checks++;
+	w->deadline = mx_now_usec() + (uint64_t)m->cfg.timeout * 1000000u;
+}
+
+/* Deadlines: kill late checks and workers slow to exit, retire long-idle workers. */
+static int
+master_timers(struct master *m)
+{
+	uint64_t now = mx_now_usec(), next = 0;
+	size_t i, nopen = 0;
+
+	for (i = 0; i < m->nw; i++)
+		if (m->w[i].fd != -1)
+			nopen++;
+	for (i = 0; i < m->nw; i++) {
+		struct worker *w = &m->w[i];
+		uint64_t at;
+
+		if (w->killed)
+			continue;
+		if (!w->busy && w->fd != -1) {
+			/* Idle: kept SPF_WORKER_IDLE seconds, one for ever. */
+			if (nopen <= 1)
+				continue;
+			at = w->idle_since + SPF_WORKER_IDLE * 1000000u;
+			if (at <= now) {
+				worker_retire(w, now);
+				nopen--;
+				at = w->deadline;
+			}
+		} else
+			at = w->deadline;
+		if (at <= now) {
+			if (w->busy)
+				log_warnx("event=spf_check_timeout id=%u pid=%ld", w->id,
+				    (long)w->pid);
+			worker_kill(w);
+			continue;
+		}
+		if (next == 0 || at < next)
+			next = at;
+	}
+	if (next == 0)
+		return -1;
+	return (int)((next - now) / 1000 + 1);
+}
+
+/* Datagrams from the daemon, until none is waiting. */
+static void
+master_read(struct master *m)
+{
+	unsigned char buf[SPF_MSG_MAX];
+	struct spf_query_msg q;
+	size_t i;
+	ssize_t n;
+
+	for (;;) {
+		n = recv(m->fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n == -1 && (errno == EINTR || errno == EAGAIN))
+			return;
+		if (n <= 0) {
+			/* The daemon is gone: so are we, and our checks. */
+			for (i = 0; i < m->nw; i++)
+				(void)kill(m->w[i].pid, SIGKILL);
+			_exit(0);
+		}
+		switch (spf_msg_type(buf, (size_t)n)) {
+		case SPF_MSG_CONFIG:
+			if (spf_msg_get_config(buf, (size_t)n, &m->cfg) == -1)
+				break;
+			m->have_cfg = true;
+			if (m->cfg.timeout < 1)
+				m->cfg.timeout = 1;
+			log_init(SPF_HELPER_NAME, m->cfg.log_stderr,
+			    (enum log_level)m->cfg.log_level);
+			/* Workers hold the old resolver: idle ones go now, busy ones when done. */
+			for (i = 0; i < m->nw; i++) {
+				m->w[i].stale = true;
+				if (!m->w[i].busy)
+					worker_retire(&m->w[i], mx_now_usec());
+			}
+			break;
+		case SPF_MSG_QUERY:
+			if (spf_msg_get_query(buf, (size_t)n, &q) == 0)
+				master_query(m, &q);
+			break;
+		default:
+			break;
+		}
 	}
 }
 
 void
 spf_helper_serve(int fd, const struct spf_engine_ops *ops)
 {
-	struct child kids[SPF_HELPER_CHILDREN_MAX];
-	size_t nkids = 0, i;
-	struct spf_config_msg cfg;
-	bool have_cfg = false;
+	struct master m;
 	sigset_t chld;
-	int sfd;
 
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.timeout = 20;
+	memset(&m, 0, sizeof(m));
+	m.fd = fd;
+	m.ops = ops;
+	m.cfg.timeout = 20;
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
 	if (sigprocmask(SIG_BLOCK, &chld, NULL) == -1 ||
-	    (sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK)) == -1)
+	    (m.sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK)) == -1)
 		_exit(1);
 	for (;;) {
-		struct pollfd pfd[2] = { { fd, POLLIN, 0 }, { sfd, POLLIN, 0 } };
-		unsigned char buf[SPF_MSG_MAX];
-		uint64_t now = mx_now_usec();
-		int timeout = -1;
-		ssize_t n;
+		struct pollfd pfd[2 + SPF_HELPER_CHILDREN_MAX];
+		pid_t pids[SPF_HELPER_CHILDREN_MAX];
+		int timeout = master_timers(&m);
+		size_t i, j, npfd = 2;
 
-		for (i = 0; i < nkids; i++) {
-			if (kids[i].killed)
+		pfd[0].fd = m.fd;
+		pfd[0].events = POLLIN;
+		pfd[1].fd = m.sfd;
+		pfd[1].events = POLLIN;
+		for (i = 0; i < m.nw; i++) {
+			if (m.w[i].fd == -1)
 				continue;
-			if (kids[i].deadline <= now) {
-				(void)kill(kids[i].pid, SIGKILL);
-				kids[i].killed = true;
-				continue;
-			}
-			if (timeout == -1 || (kids[i].deadline - now) / 1000 + 1 < (uint64_t)timeout)
-				timeout = (int)((kids[i].deadline - now) / 1000 + 1);
+			pids[npfd - 2] = m.w[i].pid;
+			pfd[npfd].fd = m.w[i].fd;
+			pfd[npfd++].events = POLLIN;
 		}
-		if (poll(pfd, 2, timeout) == -1) {
+		if (poll(pfd, npfd, timeout) == -1) {
 			if (errno == EINTR)
 				continue;
 			_exit(1);
 		}
+		/* Replies first, so that one sent just before a crash is not lost. */
+		for (j = 2; j < npfd; j++) {
+			if ((pfd[j].revents & (POLLIN | POLLHUP | POLLERR)) == 0)
+				continue;
+			for (i = 0; i < m.nw; i++)
+				if (m.w[i].pid == pids[j - 2] && m.w[i].fd == pfd[j].fd)
+					break;
+			if (i < m.nw)
+				worker_read(&m, &m.w[i]);
+		}
 		if (pfd[1].revents & POLLIN) {
 			struct signalfd_siginfo si;
 
-			while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+			while (read(m.sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
 				;
-			reap(fd, kids, &nkids);
+			reap(&m);
 		}
-		if ((pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0)
-			continue;
-		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-		if (n == -1 && (errno == EINTR || errno == EAGAIN))
-			continue;
-		if (n <= 0) {
-			/* The daemon is gone: so are we, and our checks. */
-			for (i = 0; i < nkids; i++)
-				(void)kill(kids[i].pid, SIGKILL);
-			_exit(0);
-		}
-		switch (spf_msg_type(buf, (size_t)n)) {
-		case SPF_MSG_CONFIG:
-			if (spf_msg_get_config(buf, (size_t)n, &cfg) == 0) {
-				have_cfg = true;
-				if (cfg.timeout < 1)
-					cfg.timeout = 1;
-				log_init(SPF_HELPER_NAME, cfg.log_stderr, (enum log_level)cfg.log_level);
-			}
-			break;
-		case SPF_MSG_QUERY: {
-			struct spf_query_msg q;
-			pid_t pid;
-
-			if (spf_msg_get_query(buf, (size_t)n, &q) == -1)
-				break;
-			if (!have_cfg) {
-				send_temperror(fd, q.id, "SPF helper not configured yet");
-				break;
-			}
-			if (nkids == SPF_HELPER_CHILDREN_MAX) {
-				send_temperror(fd, q.id, "SPF helper busy");
-				break;
-			}
-			if ((pid = fork()) == -1) {
-				send_temperror(fd, q.id, "SPF helper cannot fork");
-				break;
-			}
-			if (pid == 0) {
-				log_after_fork();
-				close(sfd);
-				sigprocmask(SIG_UNBLOCK, &chld, NULL);
-				child_run(fd, ops, &cfg, &q);
-			}
-			kids[nkids].pid = pid;
-			kids[nkids].id = q.id;
-			kids[nkids].deadline = mx_now_usec() + (uint64_t)cfg.timeout * 1000000u;
-			kids[nkids].killed = false;
-			nkids++;
-			break;
-		}
-		default:
-			break;
-		}
+		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))
+			master_read(&m);
 	}
 }
 

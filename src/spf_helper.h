@@ -14,12 +14,16 @@
 #define SPF_HELPER_ARG "--spf-helper"	/* argv[1] of the re-executed helper */
 #define SPF_HELPER_NAME "mxedged-spf"	/* its argv[0], for ps */
 #define SPF_HELPER_FD 3			/* its socket to the daemon */
-#define SPF_HELPER_CHILDREN_MAX 64	/* checks running at once */
+#define SPF_HELPER_CHILDREN_MAX 64	/* workers, so checks running at once */
+#define SPF_HELPER_WORKER_CHECKS 100	/* checks one worker serves before it is replaced */
 
 /*
- * How one check is done, in a child of the helper: open an engine from the
- * config, check, close.  spf_engine_default is libspf2 with our DNS layer
- * on libunbound; the unit tests put libspf2's zone layer under it.
+ * How checks are done, in a worker process of the helper: open an engine
+ * from the config, check many times (one at a time), close.  check fills
+ * the whole reply, its id too; the master drops a worker whose reply
+ * answers anything but the check it was given.  spf_engine_default is
+ * libspf2 with our DNS layer on libunbound; the unit tests put libspf2's
+ * zone layer under it.
  */
 struct spf_engine_ops {
 	void *(*open)(const struct spf_config_msg *cfg, char *err, size_t errsize);

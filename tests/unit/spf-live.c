@@ -5,7 +5,7 @@
  * production engine (libspf2 over libunbound) pointed at the dnsmasq that
  * tests/integration/spf-t starts.  Prints TAP.  Not a test on its own.
  *
- *   spf-live DNSPORT
+ *   spf-live DNSPORT DNSLOG      (DNSLOG: dnsmasq's log, with --log-queries)
  */
 #include "config.h"
 
@@ -80,11 +80,27 @@ start(struct spf_spawn *sp, const char *resolver, uint32_t timeout)
 	return spf_client_new(base, sp, fd, pid, &cfg);
 }
 
-/* The helper's descriptors, as "0 1 2 3". */
+/* What descriptor fd of process pid is ("socket:[123]"), or "". */
 static void
-helper_fds(pid_t pid, char *out, size_t size)
+fd_link(pid_t pid, int fd, char *out, size_t size)
 {
 	char path[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%ld/fd/%d", (long)pid, fd);
+	if ((n = readlink(path, out, size - 1)) < 0)
+		n = 0;
+	out[n] = '\0';
+}
+
+/*
+ * The helper's descriptors, as "0 1 2 3", except the sockets to its
+ * workers (above 4), which are counted in *nsock.
+ */
+static void
+helper_fds(pid_t pid, char *out, size_t size, int *nsock)
+{
+	char path[64], link[128];
 	DIR *d;
 	struct dirent *e;
 	int fds[64], n = 0, i, j;
@@ -104,8 +120,83 @@ helper_fds(pid_t pid, char *out, size_t size)
 			fds[j] = fds[j - 1];
 			fds[j - 1] = t;
 		}
-	for (i = 0; i < n; i++)
+	*nsock = 0;
+	for (i = 0; i < n; i++) {
+		fd_link(pid, fds[i], link, sizeof(link));
+		if (fds[i] > 4 && strncmp(link, "socket:", 7) == 0) {
+			(*nsock)++;
+			continue;
+		}
 		snprintf(out + strlen(out), size - strlen(out), "%s%d", i ? " " : "", fds[i]);
+	}
+}
+
+/* The helper's workers (its children), at most max; how many. */
+static int
+helper_workers(pid_t helper, pid_t *pids, int max)
+{
+	char path[64], line[512], *p;
+	DIR *d;
+	struct dirent *e;
+	FILE *f;
+	int n = 0;
+	long ppid;
+
+	if ((d = opendir("/proc")) == NULL)
+		return 0;
+	while ((e = readdir(d)) != NULL && n < max) {
+		if (e->d_name[0] < '1' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		/* pid (comm) state ppid ...: the comm may hold spaces, so after the last ')'. */
+		if (fgets(line, sizeof(line), f) != NULL && (p = strrchr(line, ')')) != NULL &&
+		    sscanf(p + 1, " %*c %ld", &ppid) == 1 && ppid == (long)helper)
+			pids[n++] = (pid_t)atol(e->d_name);
+		fclose(f);
+	}
+	closedir(d);
+	return n;
+}
+
+/* Whether process pid holds the descriptor link (a "socket:[inode]"). */
+static bool
+holds(pid_t pid, const char *link)
+{
+	char path[64], l[128];
+	DIR *d;
+	struct dirent *e;
+	bool found = false;
+
+	snprintf(path, sizeof(path), "/proc/%ld/fd", (long)pid);
+	if ((d = opendir(path)) == NULL)
+		return false;
+	while (!found && (e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		fd_link(pid, atoi(e->d_name), l, sizeof(l));
+		found = strcmp(l, link) == 0;
+	}
+	closedir(d);
+	return found;
+}
+
+/* Lines of the dnsmasq log that hold both strings. */
+static int
+log_count(const char *file, const char *a, const char *b)
+{
+	char line[512];
+	FILE *f;
+	int n = 0;
+
+	if ((f = fopen(file, "r")) == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strstr(line, a) != NULL && strstr(line, b) != NULL)
+			n++;
+	fclose(f);
+	return n;
 }
 
 static long
@@ -134,11 +225,15 @@ main(int argc, char **argv)
 	struct sockaddr_in silent;
 	socklen_t slen = sizeof(silent);
 	uint64_t t0;
-	int sfd;
+	int sfd, nsock, nworkers, i;
+	pid_t workers[64];
+	char daemon_sock[128];
+	const char *dnslog;
 
 	spf_helper_exec_main(argc, argv);	/* as mxedged does */
-	if (argc != 2)
-		bail("usage: spf-live DNSPORT");
+	if (argc != 3)
+		bail("usage: spf-live DNSPORT DNSLOG");
+	dnslog = argv[2];
 	log_init("spf-live", true, LOG_LEVEL_WARN);
 	plan_lazy();
 	if ((base = event_base_new()) == NULL)
@@ -179,9 +274,34 @@ main(int argc, char **argv)
 	is_int(SPF_RES_FAIL, check(cl, "192.0.2.9", "helo.test", ""),
 	    "null sender: the HELO identity fails");
 
-	/* What the helper holds. */
-	helper_fds(spf_client_pid(cl), fds, sizeof(fds));
+	/*
+	 * One worker keeps libunbound's cache from check to check: the
+	 * second check asks the DNS server nothing.  (dnsmasq logs queries in
+	 * order, so once a later query shows, the earlier ones have too.)
+	 */
+	is_int(SPF_RES_PASS, check(cl, "192.0.2.1", "c.test", "a@cache.test"), "a first check");
+	is_int(SPF_RES_PASS, check(cl, "192.0.2.1", "c.test", "b@cache.test"),
+	    "a second check of the same domain");
+	is_int(SPF_RES_NONE, check(cl, "192.0.2.1", "c.test", "a@flush.test"), "another domain");
+	t0 = mx_now_usec();
+	while (log_count(dnslog, "query[TXT]", " flush.test ") < 1 &&
+	    mx_now_usec() - t0 < 10000000)
+		usleep(20000);
+	is_int(1, log_count(dnslog, "query[TXT]", " cache.test "),
+	    "the second check was answered from the worker's cache");
+
+	/* What the helper and its workers hold. */
+	helper_fds(spf_client_pid(cl), fds, sizeof(fds), &nsock);
 	is_string("0 1 2 3 4", fds, "the helper holds only stdio, its socket and its signalfd");
+	nworkers = helper_workers(spf_client_pid(cl), workers, 64);
+	ok(nworkers >= 1, "it has a worker (%d)", nworkers);
+	is_int(nworkers, nsock, "and one socket to each worker");
+	fd_link(spf_client_pid(cl), 3, daemon_sock, sizeof(daemon_sock));
+	ok(strncmp(daemon_sock, "socket:", 7) == 0, "the helper's socket: %s", daemon_sock);
+	for (i = 0; i < nworkers; i++)
+		if (holds(workers[i], daemon_sock))
+			break;
+	ok(nworkers > 0 && i == nworkers, "no worker holds the socket to the daemon");
 	if (geteuid() == 0) {
 		struct passwd *pw = getpwnam("nobody");
 

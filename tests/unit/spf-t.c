@@ -3,10 +3,12 @@
  * zone layer (no network): pass, fail, softfail, neutral, none, temperror,
  * permerror, a/mx/include mechanisms, and the null sender checked as
  * postmaster@HELO.  Then the process machinery: the helper forked with a
- * test engine (the same zone, plus senders that crash or hang a child),
- * driven by the daemon's asynchronous client on an event loop: answers,
- * a crash answered temperror, a hang cut at the deadline, the helper killed
- * and started again.
+ * test engine (the same zone, plus senders that crash or hang a worker,
+ * report its pid, or answer another check), driven by the daemon's
+ * asynchronous client on an event loop: answers, a worker kept from check
+ * to check and replaced after an error, its quota, a false answer or a new
+ * config, a crash answered temperror, a hang cut at the deadline, the
+ * helper killed and started again.
  */
 #include "config.h"
 
@@ -15,6 +17,7 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -146,6 +149,10 @@ test_check(void *engine, const struct spf_query_msg *q, struct spf_reply_msg *r)
 	if (strncmp(q->sender, "hang@", 5) == 0)
 		sleep(60);
 	spf_check_with(engine, "mx.test", q, r);
+	if (strncmp(q->sender, "pid@", 4) == 0)
+		snprintf(r->comment, sizeof(r->comment), "worker %ld", (long)getpid());
+	if (strncmp(q->sender, "liar@", 5) == 0)
+		r->id++;	/* answers someone else's check */
 }
 
 static void
@@ -203,6 +210,61 @@ check_async(struct spf_client *cl, const char *ip, const char *helo, const char 
 	return last.result;
 }
 
+/* The pid of the worker that runs a check (no TAP output: called often). */
+static long
+worker_pid(struct spf_client *cl)
+{
+	struct sockaddr_in s4;
+	int before = answers;
+
+	memset(&s4, 0, sizeof(s4));
+	s4.sin_family = AF_INET;
+	inet_pton(AF_INET, "192.0.2.1", &s4.sin_addr);
+	if (spf_client_check(cl, (struct sockaddr *)&s4, "c.test", "pid@spf-pass.test", on_result,
+	    NULL) == NULL)
+		bail("spf_client_check: %s", strerror(errno));
+	wait_answers(before + 1);
+	if (last.result != SPF_RES_PASS || strncmp(last.comment, "worker ", 7) != 0)
+		return -1;
+	return strtol(last.comment + 7, NULL, 10);
+}
+
+/* Workers serve check after check, and are replaced when they should be. */
+static void
+test_workers(struct spf_client *cl, struct spf_config_msg *cfg)
+{
+	long w1, w2;
+	int i;
+
+	w1 = worker_pid(cl);
+	w2 = worker_pid(cl);
+	ok(w1 > 0 && w1 == w2, "one worker serves one check after another (%ld, %ld)", w1, w2);
+	ok(w1 != (long)spf_client_pid(cl), "in a process of its own, not the helper's");
+	is_int(SPF_RES_TEMPERROR, check_async(cl, "192.0.2.9", "c.test", "a@spf-temp.test"),
+	    "temperror");
+	w2 = worker_pid(cl);
+	ok(w2 > 0 && w2 != w1, "after a temperror the worker is replaced");
+	is_int(SPF_RES_PERMERROR, check_async(cl, "192.0.2.9", "c.test", "a@spf-perm.test"),
+	    "permerror");
+	w1 = worker_pid(cl);
+	ok(w1 > 0 && w1 != w2, "after a permerror the worker is replaced");
+	/* w1 has served one check: count the rest of its quota. */
+	for (i = 1; i < SPF_HELPER_WORKER_CHECKS; i++)
+		if ((w2 = worker_pid(cl)) != w1)
+			break;
+	is_int(SPF_HELPER_WORKER_CHECKS, i, "a worker serves %d checks", SPF_HELPER_WORKER_CHECKS);
+	w2 = worker_pid(cl);
+	ok(w2 > 0 && w2 != w1, "then it is replaced");
+	is_int(SPF_RES_TEMPERROR, check_async(cl, "192.0.2.1", "c.test", "liar@spf-pass.test"),
+	    "a worker answering another check: temperror");
+	ok(strstr(last.comment, "misbehaved") != NULL, "with the reason: %s", last.comment);
+	w1 = worker_pid(cl);
+	ok(w1 > 0 && w1 != w2, "and the worker is replaced");
+	spf_client_configure(cl, cfg);
+	w2 = worker_pid(cl);
+	ok(w2 > 0 && w2 != w1, "a new config: a new worker");
+}
+
 static void
 test_process(void)
 {
@@ -245,6 +307,7 @@ test_process(void)
 	is_int(SPF_RES_PASS, check_async(cl, "192.0.2.1", "helo.test", ""),
 	    "helper: null sender checks the HELO identity");
 	ok(last.helo_identity, "helper: and says so");
+	test_workers(cl, &cfg);
 
 	is_int(SPF_RES_TEMPERROR, check_async(cl, "192.0.2.9", "c.test", "crash@spf-pass.test"),
 	    "a crashing check answers temperror");
