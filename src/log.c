@@ -18,13 +18,18 @@
 #include "log.h"
 
 static bool log_stderr = true;
-/* The stderr prefix, refreshed once a second (and after a fork: log_after_fork). */
-static time_t cached_sec = -1;
-static char cached_ts[32];
-static size_t cached_tslen;
+/*
+ * The stderr prefix, refreshed once a second (and after a fork:
+ * log_after_fork).  One per thread: the relay's journal workers log too
+ * (queue_journal_append failures), and must not read it while another
+ * thread rewrites it.
+ */
+static _Thread_local time_t cached_sec = -1;
+static _Thread_local char cached_ts[32];
+static _Thread_local size_t cached_tslen;
 /* "Z ident[pid] ": what follows the milliseconds, the same for a second. */
-static char cached_tail[128];
-static size_t cached_taillen;
+static _Thread_local char cached_tail[128];
+static _Thread_local size_t cached_taillen;
 static enum log_level log_level = LOG_LEVEL_INFO;
 static const char *log_ident = "mxedge";
 

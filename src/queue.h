@@ -30,7 +30,13 @@
  * Threads: the slow steps (fsync, close, rename, directory fsync) run on
  * worker threads; every callback is delivered on the event loop.  Every
  * queue_* function is for the loop's thread only, between queue_init() and
- * queue_shutdown() (ENXIO otherwise).
+ * queue_shutdown() (ENXIO otherwise), except queue_journal_append() and
+ * queue_remove(): those may run on any thread, concurrently, as long as
+ * none is still running when queue_shutdown() starts (their counters are
+ * atomic).  Two appends to one message must not overlap (the relay sends
+ * each message's records to one worker, in order); an append racing the
+ * message's removal can at worst leave an orphan journal, which
+ * queue_scan() removes.
  */
 #ifndef MXEDGE_QUEUE_H
 #define MXEDGE_QUEUE_H

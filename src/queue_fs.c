@@ -30,7 +30,12 @@
  *
  * Threads: the worker threads touch only the writers handed to them, the
  * directory fds and the lists under q.mu; they never call libevent, the
- * log or the stats.  Everything else runs on the event loop.
+ * log or the stats.  queue_journal_append() and queue_remove() may also run
+ * on other threads (the relay's journal workers): they use only the
+ * directory fds, which stay fixed from queue_init() to queue_shutdown(),
+ * q.mu, the log, and the two shared (atomic) counters c_journal and
+ * c_removed; every other counter belongs to the loop's thread.  Everything
+ * else runs on the event loop.
  *
  * Test-only fault injection, read once by queue_init() (documented in
  * doc/ARCHITECTURE.md; never set these in production):
@@ -137,7 +142,9 @@ static struct {
 	queue_arrival_cb arrival;
 	void *arrival_arg;
 	unsigned long long *c_committed, *c_failed, *c_file_fsyncs, *c_dir_fsyncs;
-	unsigned long long *c_corrupt, *c_removed, *c_journal;
+	unsigned long long *c_corrupt;
+	/* Also incremented by whichever thread calls queue_journal_append/queue_remove. */
+	atomic_ullong *c_removed, *c_journal;
 } q = {
 	.spool_fd = -1, .tmp_fd = -1, .queue_fd = -1, .corrupt_fd = -1, .efd = -1,
 };
@@ -791,8 +798,8 @@ queue_init(struct event_base *base, const char *spool_dir, char *err, size_t err
 	q.c_file_fsyncs = stats_counter("queue.file_fsyncs");
 	q.c_dir_fsyncs = stats_counter("queue.dir_fsyncs");
 	q.c_corrupt = stats_counter("queue.corrupt");
-	q.c_removed = stats_counter("queue.removed");
-	q.c_journal = stats_counter("queue.journal_appends");
+	q.c_removed = stats_counter_shared("queue.removed");
+	q.c_journal = stats_counter_shared("queue.journal_appends");
 
 	step = "threads";
 	if (threads_start() == -1)
@@ -1402,7 +1409,7 @@ queue_journal_append(const char *id, const struct queue_journal_rec *rec)
 	/* Normally queue_writer_commit() made the name durable already. */
 	if (created && spool_fsync(q.queue_fd) == -1)
 		goto out;
-	(*q.c_journal)++;
+	atomic_fetch_add_explicit(q.c_journal, 1, memory_order_relaxed);
 	rc = 0;
 out:
 	e = errno;
@@ -1434,7 +1441,7 @@ queue_remove(const char *id)
 	}
 	if (unlinkat(q.queue_fd, id, 0) == -1)
 		return -1;
-	(*q.c_removed)++;
+	atomic_fetch_add_explicit(q.c_removed, 1, memory_order_relaxed);
 	/*
 	 * The journal waits for the directory fsync that makes this unlink
 	 * durable.  Without memory for that, it stays: an orphan journal is

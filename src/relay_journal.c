@@ -8,8 +8,10 @@
  * journal reads as the scheduler wrote it.
  *
  * Threads: a worker touches only its own queue (under the lock) and the
- * request it took; queue_journal_append() itself works on files by name
- * and logs with one write per line.  Everything else runs on the loop.
+ * request it took; queue_journal_append() and queue_remove() are safe on
+ * any thread (queue.h: files by name, atomic counters, one log write per
+ * line), so the workers run them in parallel.  Everything else, every
+ * callback included, runs on the loop.
  * Failure: a failed append is counted in the request and reported to its
  * callback; the scheduler decides what that means.  At shutdown the
  * workers finish their queues first.
@@ -19,6 +21,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,10 +65,7 @@ static struct {
 	struct relay_jworker w[RELAY_JOURNAL_THREADS];
 	struct relay_jreq *done_head, **done_tail;
 	size_t pending;
-	/* queue_remove() keeps a plain counter: one remover at a time. */
-	pthread_mutex_t rm_mu;
-} J = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER,
-	.rm_mu = PTHREAD_MUTEX_INITIALIZER };
+} J = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
 
 static void *
 relay_journal_main(void *arg)
@@ -88,12 +88,8 @@ relay_journal_main(void *arg)
 			w->tail = &w->head;
 		pthread_mutex_unlock(&J.mu);
 
-		if (r->rm != NULL) {
-			pthread_mutex_lock(&J.rm_mu);
-			for (i = 0; i < r->n; i++)
-				r->rm_results[i] = queue_remove(r->rm[i]) == -1 ? errno : 0;
-			pthread_mutex_unlock(&J.rm_mu);
-		}
+		for (i = 0; r->rm != NULL && i < r->n; i++)
+			r->rm_results[i] = queue_remove(r->rm[i]) == -1 ? errno : 0;
 		for (i = 0; r->recs != NULL && i < r->n; i++)
 			if (queue_journal_append(r->id, &r->recs[i]) == -1) {
 				r->failed++;
@@ -140,6 +136,7 @@ relay_journal_on_done(evutil_socket_t fd, short what, void *arg)
 int
 relay_journal_init(struct event_base *base)
 {
+	sigset_t all, old;
 	int i;
 
 	if (J.running)
@@ -153,15 +150,19 @@ relay_journal_init(struct event_base *base)
 		close(J.efd);
 		return -1;
 	}
+	/* Signals belong to the loop (libevent's handlers), not to the workers. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
 	for (i = 0; i < RELAY_JOURNAL_THREADS; i++) {
 		J.w[i].head = NULL;
 		J.w[i].tail = &J.w[i].head;
-		if (pthread_create(&J.w[i].thread, NULL, relay_journal_main, &J.w[i]) != 0) {
-			log_warnx("event=relay_journal_thread_failed");
+		if (pthread_create(&J.w[i].thread, NULL, relay_journal_main, &J.w[i]) != 0)
 			break;
-		}
 		J.w[i].started = true;
 	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (i < RELAY_JOURNAL_THREADS)
+		log_warnx("event=relay_journal_thread_failed started=%d", i);
 	if (i == 0) {
 		event_free(J.ev);
 		close(J.efd);
