@@ -28,7 +28,8 @@
  * most that many checks (see "Workers" below for what remains shared).
  * If the master itself dies, the daemon notices EOF, answers temperror
  * meanwhile and starts a new helper (as its own user then, since it is no
- * longer root to switch; see spf.c).
+ * longer root to switch; see spf.c), which spf_helper_sandbox() keeps off
+ * the spool all the same.
  *
  * DNS goes to the configured resolver ("system" = /etc/resolv.conf, or
  * ADDRESS@PORT) through libunbound, set up like dns.c's.  Each answer is
@@ -40,11 +41,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/landlock.h>
 #include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +55,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <syslog.h>
@@ -814,6 +818,80 @@ master_read(struct master *m)
 	}
 }
 
+/*
+ * Landlock: from here on this process and its workers may open no file but
+ * the few the resolver reads, and write, create, remove or execute nothing.
+ * spf_user already keeps the helper away from the spool, keys and registry;
+ * this keeps a helper the daemon restarted after dropping privileges (it
+ * runs as the daemon's user then) away from them too, and any helper from
+ * the rest of the file system.  /proc stays readable: the sanitizers read
+ * their own process there.
+ */
+int
+spf_helper_sandbox(void)
+{
+	static const struct {
+		const char *path;
+		uint64_t access;
+	} allow[] = {
+		{ "/etc/resolv.conf", LANDLOCK_ACCESS_FS_READ_FILE },
+		{ "/etc/hosts", LANDLOCK_ACCESS_FS_READ_FILE },
+		{ "/etc/localtime", LANDLOCK_ACCESS_FS_READ_FILE },
+		{ "/dev/urandom", LANDLOCK_ACCESS_FS_READ_FILE },
+		{ "/proc", LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR },
+	};
+	struct landlock_ruleset_attr ra;
+	struct landlock_path_beneath_attr pb;
+	long abi;
+	size_t i;
+	int rfd, pfd, saved;
+
+	abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
+	if (abi < 1)
+		return -1;
+	memset(&ra, 0, sizeof(ra));
+	ra.handled_access_fs = LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_WRITE_FILE |
+	    LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR |
+	    LANDLOCK_ACCESS_FS_REMOVE_DIR | LANDLOCK_ACCESS_FS_REMOVE_FILE |
+	    LANDLOCK_ACCESS_FS_MAKE_CHAR | LANDLOCK_ACCESS_FS_MAKE_DIR |
+	    LANDLOCK_ACCESS_FS_MAKE_REG | LANDLOCK_ACCESS_FS_MAKE_SOCK |
+	    LANDLOCK_ACCESS_FS_MAKE_FIFO | LANDLOCK_ACCESS_FS_MAKE_BLOCK |
+	    LANDLOCK_ACCESS_FS_MAKE_SYM;
+	if (abi >= 2)
+		ra.handled_access_fs |= LANDLOCK_ACCESS_FS_REFER;
+#ifdef LANDLOCK_ACCESS_FS_TRUNCATE
+	if (abi >= 3)
+		ra.handled_access_fs |= LANDLOCK_ACCESS_FS_TRUNCATE;
+#endif
+	if ((rfd = (int)syscall(SYS_landlock_create_ruleset, &ra, sizeof(ra), 0)) == -1)
+		return -1;
+	for (i = 0; i < sizeof(allow) / sizeof(allow[0]); i++) {
+		/* What is missing here is simply not allowed. */
+		if ((pfd = open(allow[i].path, O_PATH | O_CLOEXEC)) == -1)
+			continue;
+		memset(&pb, 0, sizeof(pb));
+		pb.allowed_access = allow[i].access;
+		pb.parent_fd = pfd;
+		if (syscall(SYS_landlock_add_rule, rfd, LANDLOCK_RULE_PATH_BENEATH, &pb, 0) == -1) {
+			saved = errno;
+			close(pfd);
+			close(rfd);
+			errno = saved;
+			return -1;
+		}
+		close(pfd);
+	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 ||
+	    syscall(SYS_landlock_restrict_self, rfd, 0) == -1) {
+		saved = errno;
+		close(rfd);
+		errno = saved;
+		return -1;
+	}
+	close(rfd);
+	return 0;
+}
+
 void
 spf_helper_serve(int fd, const struct spf_engine_ops *ops)
 {
@@ -829,6 +907,9 @@ spf_helper_serve(int fd, const struct spf_engine_ops *ops)
 	if (sigprocmask(SIG_BLOCK, &chld, NULL) == -1 ||
 	    (m.sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK)) == -1)
 		_exit(1);
+	if (spf_helper_sandbox() == -1)
+		log_warnx("event=spf_sandbox_unavailable error=\"%s\" note=\"file system "
+		    "access limited by spf_user only\"", strerror(errno));
 	for (;;) {
 		struct pollfd pfd[2 + SPF_HELPER_CHILDREN_MAX];
 		pid_t pids[SPF_HELPER_CHILDREN_MAX];

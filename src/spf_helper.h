@@ -55,6 +55,14 @@ int spf_helper_spawn(const struct spf_spawn *sp, pid_t *pid, char *err, size_t e
  */
 void spf_helper_exec_main(int argc, char **argv);
 
+/*
+ * Confine this process and its children with Landlock: no file opened but
+ * what the resolver reads, nothing written, created, removed or executed.
+ * 0, or -1 with errno (ENOSYS, EOPNOTSUPP: no Landlock in this kernel).
+ * spf_helper_serve() calls it first.
+ */
+int spf_helper_sandbox(void);
+
 /* The helper's loop: until the daemon closes its end.  Never returns. */
 void spf_helper_serve(int fd, const struct spf_engine_ops *ops) __attribute__((noreturn));
 

@@ -20,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <spf2/spf.h>
@@ -363,12 +365,57 @@ test_process(void)
 	event_base_free(base);
 }
 
+/* In a child, since it cannot be undone: what the helper's Landlock lets through. */
+static void
+test_sandbox(void)
+{
+	char tmp[] = "/tmp/spf-t.XXXXXX", path[64];
+	int status, fd, bits = 0;
+	pid_t pid;
+
+	if (mkdtemp(tmp) == NULL)
+		bail("mkdtemp: %s", strerror(errno));
+	snprintf(path, sizeof(path), "%s/new", tmp);
+	if ((pid = fork()) == -1)
+		bail("fork: %s", strerror(errno));
+	if (pid == 0) {
+		if (spf_helper_sandbox() == -1)
+			_exit(64);
+		if (open("/etc/passwd", O_RDONLY) == -1 && errno == EACCES)
+			bits |= 1;
+		if ((fd = open("/etc/hosts", O_RDONLY)) != -1 || errno == ENOENT)
+			bits |= 2;
+		if (open(path, O_WRONLY | O_CREAT | O_EXCL, 0600) == -1 && errno == EACCES)
+			bits |= 4;
+		if ((fd = open("/proc/self/status", O_RDONLY)) != -1)
+			bits |= 8;
+		_exit(bits);
+	}
+	if (waitpid(pid, &status, 0) == -1 || !WIFEXITED(status))
+		bail("sandbox child did not exit");
+	if (WEXITSTATUS(status) == 64) {
+		skip("no Landlock in this kernel (spf_helper_sandbox failed)");
+		skip("no Landlock in this kernel");
+		skip("no Landlock in this kernel");
+		skip("no Landlock in this kernel");
+	} else {
+		bits = WEXITSTATUS(status);
+		ok(bits & 1, "sandbox: /etc/passwd cannot be read");
+		ok(bits & 2, "sandbox: /etc/hosts can (the resolver reads it)");
+		ok(bits & 4, "sandbox: no file can be created");
+		ok(bits & 8, "sandbox: /proc stays readable");
+	}
+	(void)unlink(path);
+	(void)rmdir(tmp);
+}
+
 int
 main(void)
 {
 	log_init("spf-t", true, LOG_LEVEL_ERROR);
 	plan_lazy();
 	test_zone();
+	test_sandbox();
 	test_process();
 	return 0;
 }
