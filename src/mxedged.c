@@ -32,6 +32,7 @@
 #include "queue.h"
 #include "registry.h"
 #include "relay.h"
+#include "relay_journal.h"
 #include "smtp.h"
 #include "spf.h"
 #include "stats.h"
@@ -444,6 +445,8 @@ main(int argc, char **argv)
 	event_free(ev_registry);
 	if (ev_deadline != NULL)
 		event_free(ev_deadline);
+	/* The relay's journal threads are idle by now (every request held the daemon). */
+	relay_journal_shutdown();
 	/* Commits still in the workers finish and report before the loop goes. */
 	queue_shutdown();
 	dns_free(&mxd->dns);
