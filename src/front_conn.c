@@ -12,19 +12,21 @@
  * domain_table_match() normalised it.  Backends are trusted only to be
  * slow: every phase has a deadline (hello, connect, idle).
  *
- * Cost: one persistent edge-triggered event per socket and one timer per
- * connection; the timer is re-armed once per idle period, not per packet.
- * The client's event asks for writability only once a write to it fell
- * short, and the hello timer is armed only when the hello is not there yet.
- * System calls are most of the cost of a short connection, so none is
- * spent to learn what is already known: a read shorter than asked means
- * the socket is drained (EPOLLRDHUP says when an EOF is still to be read),
+ * Cost: one edge-triggered registration per socket, in an epoll set of the
+ * front's own (see front_watch), and one timer per connection; the timer is
+ * re-armed once per idle period, not per packet.
+ * The client's registration asks for writability only once a write to it
+ * fell short, and the hello timer is armed only when the hello is not there
+ * yet.  System calls are most of the cost of a short connection, so none is
+ * spent to learn what is already known: a read shorter than asked means the
+ * socket is drained (EPOLLRDHUP, EPOLLHUP or EPOLLERR say when an EOF or an
+ * error is still to be read), close() ends a registration by itself,
  * a short write means its buffer is full, a failed connect shows up as the
  * first send's error, and TCP_NODELAY is inherited from the listener.
- * Pipes are pooled, so bulk connections do not pay for pipe2() and close().
- * Nothing but the connection struct stays allocated while a connection
- * idles, unless a peer is not reading (its unsent bytes) or the direction
- * once carried bulk data (its pipe, in the kernel).
+ * Pipes are pooled, so bulk connections do not pay for pipe2() and close(),
+ * and a direction gives its pipe back as soon as the pipe is empty and the
+ * source drained: nothing but the connection struct stays allocated while a
+ * connection idles, unless a peer is not reading (its unsent bytes).
  *
  * Failure: a broken connection is closed and logged with its reason;
  * nothing here can stop the daemon.
@@ -41,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -58,9 +61,11 @@
 #define FRONT_SCRATCH 16384		/* one read: hello phase, and relay in copy mode */
 #define FRONT_SPLICE_MAX (1 << 20)	/* bytes asked of one splice() */
 #define FRONT_MAX_TARGETS 16		/* backend addresses tried in turn */
-#define FRONT_PIPE_POOL 256
+#define FRONT_PIPE_POOL 64		/* spare pipes: each counts against the user's pipe pages */
+#define FRONT_PIPE_SIZE (256 << 10)	/* capacity asked of a new pipe */
 #define FRONT_STRUCT_POOL 64		/* spare structs of each kind kept for reuse */
 #define FRONT_OUT_INLINE 2048		/* preamble bytes kept in the setup struct */
+#define FRONT_EPOLL_BATCH 64		/* socket events taken per epoll_wait() */
 
 enum front_state {
 	FRONT_ST_HELLO = 0,	/* reading the ClientHello */
@@ -86,16 +91,16 @@ struct front_dir {
 };
 
 struct front_conn {
-	struct event ev_client;
-	struct event ev_backend;
 	struct event ev_timer;
 	int cfd;
 	int bfd;
 	enum front_state state;
 	enum front_service service;
 	bool c_readable, c_writable, b_readable, b_writable;
-	bool c_rdhup, b_rdhup;	/* EPOLLRDHUP seen: read on until EOF */
-	bool c_watch_write;	/* ev_client includes EV_WRITE (once the client fell behind) */
+	bool c_rdhup, b_rdhup;	/* EOF or error signalled: read on until read() says so */
+	bool c_fin, b_fin;	/* EPOLLRDHUP seen: the peer's FIN is queued */
+	bool c_err, b_err;	/* EPOLLERR seen: an error may come before that EOF */
+	bool c_watch_write;	/* the client's registration has EPOLLOUT (it fell behind) */
 	bool counted_client;
 	uint32_t id;
 
@@ -159,6 +164,11 @@ static int pipe_pool[FRONT_PIPE_POOL][2];
 static unsigned char scratch[FRONT_SCRATCH];
 static int npipes;
 static struct front_pool conn_pool, hello_pool, setup_pool;
+/* The connections' sockets, in an epoll set of their own: see front_watch(). */
+static int epfd = -1;
+static struct event *ev_epoll;
+static struct front_conn **by_fd;	/* socket -> its connection, for epfd's events */
+static size_t by_fd_len;
 static struct timeval idle_tv[FRONT_NSERVICES];
 static const struct timeval *idle_common[FRONT_NSERVICES];
 
@@ -166,8 +176,8 @@ static unsigned long long *c_accepted, *c_routed, *c_unknown_sni, *c_no_sni, *c_
     *c_hello_timeout, *c_backend_failed, *c_limit_total, *c_limit_client, *c_bytes_up,
     *c_bytes_down, *c_idle_timeout, *c_private_target, *c_no_backend;
 
-static void front_client_cb(evutil_socket_t fd, short what, void *arg);
-static void front_backend_cb(evutil_socket_t fd, short what, void *arg);
+static void front_client_io(struct front_conn *fc, uint32_t events);
+static void front_backend_io(struct front_conn *fc, uint32_t events);
 static void front_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void front_try_connect(struct front_conn *fc);
 
@@ -197,6 +207,82 @@ static ssize_t
 sock_send(int fd, const void *buf, size_t len)
 {
 	return send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/*
+ * The sockets of connections are watched through an epoll set of our own,
+ * itself one level-triggered event in libevent's loop, for two reasons.
+ * libevent reports EPOLLERR and EPOLLHUP as plain "readable and writable":
+ * a reset that arrived with the last data would look like data, so every
+ * short read had to be followed by one more that said EAGAIN.  Here the
+ * flags are seen as they are, and a short read without EPOLLRDHUP, EPOLLHUP
+ * or EPOLLERR means the socket is drained: no read is spent to learn it.
+ * And close() takes a socket out of the set: no epoll_ctl(EPOLL_CTL_DEL)
+ * per socket.  Should another process hold a copy of a closed socket (a
+ * fork before exec), its registration could still report: every event
+ * carries the socket and the connection's id, and one that no longer
+ * matches a live connection is dropped.
+ */
+static int
+front_watch(struct front_conn *fc, int fd, bool backend, uint32_t events, int op)
+{
+	struct epoll_event ev;
+
+	if ((size_t)fd >= by_fd_len) {
+		size_t n = by_fd_len ? by_fd_len : 1024;
+		struct front_conn **t;
+
+		while (n <= (size_t)fd)
+			n *= 2;
+		if ((t = reallocarray(by_fd, n, sizeof(*t))) == NULL)
+			return -1;
+		memset(t + by_fd_len, 0, (n - by_fd_len) * sizeof(*t));
+		by_fd = t;
+		by_fd_len = n;
+	}
+	memset(&ev, 0, sizeof(ev));
+	ev.events = events | EPOLLRDHUP | EPOLLET;
+	ev.data.u64 = (uint64_t)fc->id << 32 | (uint64_t)(uint32_t)fd << 1 | (backend ? 1 : 0);
+	if (epoll_ctl(epfd, op, fd, &ev) == -1)
+		return -1;
+	by_fd[fd] = fc;
+	return 0;
+}
+
+/* Before close(): later events for fd, even in the batch being handled, are dropped. */
+static void
+front_unwatch(int fd)
+{
+	if (fd >= 0 && (size_t)fd < by_fd_len)
+		by_fd[fd] = NULL;
+}
+
+static void
+front_epoll_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct epoll_event evs[FRONT_EPOLL_BATCH];
+	int i, n;
+
+	/* More than a batch ready: epfd stays readable and the loop comes back. */
+	if ((n = epoll_wait(epfd, evs, FRONT_EPOLL_BATCH, 0)) == -1) {
+		if (errno != EINTR)
+			log_warn("event=front_epoll_wait_failed");
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		uint64_t u = evs[i].data.u64;
+		int sfd = (int)((uint32_t)u >> 1);
+		struct front_conn *fc;
+
+		if ((size_t)sfd >= by_fd_len || (fc = by_fd[sfd]) == NULL ||
+		    fc->id != (uint32_t)(u >> 32))
+			continue;
+		if (u & 1) {
+			if (sfd == fc->bfd)
+				front_backend_io(fc, evs[i].events);
+		} else if (sfd == fc->cfd)
+			front_client_io(fc, evs[i].events);
+	}
 }
 
 static void *
@@ -234,7 +320,16 @@ pipe_get(int p[2])
 		p[1] = pipe_pool[npipes][1];
 		return 0;
 	}
-	return pipe2(p, O_NONBLOCK | O_CLOEXEC);
+	if (pipe2(p, O_NONBLOCK | O_CLOEXEC) == -1)
+		return -1;
+	/*
+	 * The default 64 KiB pipe makes bulk data cost two splices and a TCP
+	 * push per 64 KiB.  A larger one moves more per call; it holds pages
+	 * only while bytes are in it.  Refused past the user's pipe page limit
+	 * (fs.pipe-user-pages-soft): the default size still works.
+	 */
+	(void)fcntl(p[1], F_SETPIPE_SZ, FRONT_PIPE_SIZE);
+	return 0;
 }
 
 /* Only an empty pipe goes back to the pool; anything else is closed. */
@@ -373,14 +468,14 @@ front_close(struct front_conn *fc, const char *outcome)
 	*c_bytes_up += fc->up.bytes;
 	*c_bytes_down += fc->down.bytes;
 
-	if (event_initialized(&fc->ev_client))
-		event_del(&fc->ev_client);
-	if (event_initialized(&fc->ev_backend))
-		event_del(&fc->ev_backend);
 	event_del(&fc->ev_timer);
+	/* close() takes the sockets out of epfd. */
+	front_unwatch(fc->cfd);
 	close(fc->cfd);
-	if (fc->bfd != -1)
+	if (fc->bfd != -1) {
+		front_unwatch(fc->bfd);
 		close(fc->bfd);
+	}
 	pipe_put(fc->up.pipe, fc->up.pending == 0);
 	pipe_put(fc->down.pipe, fc->down.pending == 0);
 	free(fc->up.spill);
@@ -552,7 +647,7 @@ front_try_connect(struct front_conn *fc)
 	int one = 1;
 
 	if (fc->bfd != -1) {
-		event_del(&fc->ev_backend);
+		front_unwatch(fc->bfd);
 		close(fc->bfd);
 		fc->bfd = -1;
 	}
@@ -584,12 +679,15 @@ front_try_connect(struct front_conn *fc)
 			fc->bfd = -1;
 			continue;
 		}
+		if (front_watch(fc, fc->bfd, true, EPOLLIN | EPOLLOUT, EPOLL_CTL_ADD) == -1) {
+			s->last_error = "epoll_ctl failed";
+			close(fc->bfd);
+			fc->bfd = -1;
+			continue;
+		}
 		front_enter_state(fc, FRONT_ST_CONNECT);
 		s->outoff = 0;
-		event_assign(&fc->ev_backend, mxd->base, fc->bfd, EV_READ | EV_WRITE | EV_CLOSED |
-		    EV_PERSIST | EV_ET, front_backend_cb, fc);
-		fc->b_readable = fc->b_writable = fc->b_rdhup = false;
-		event_add(&fc->ev_backend, NULL);
+		fc->b_readable = fc->b_writable = fc->b_rdhup = fc->b_fin = fc->b_err = false;
 		timer_arm(fc, mxd->conf->front_connect_timeout);
 		return;
 	}
@@ -677,7 +775,7 @@ front_copy(struct front_dir *d, int src, int dst, bool *writable)
 /* Move what can move in one direction; returns -1 on a fatal error. */
 static int
 front_pump(struct front_conn *fc, struct front_dir *d, int src, int dst, bool *readable,
-    bool *writable, bool rdhup)
+    bool *writable, bool rdhup, bool fin)
 {
 	for (;;) {
 		ssize_t n;
@@ -700,13 +798,17 @@ front_pump(struct front_conn *fc, struct front_dir *d, int src, int dst, bool *r
 			if (n > 0) {
 				fc->last_active = now_sec();
 				/*
-				 * Even a short read must be followed by one that says
-				 * EAGAIN: libevent reports EPOLLHUP and EPOLLERR as plain
-				 * read and write, so an EOF or a reset that came with
-				 * the data would never be seen again.
+				 * A short read drained the socket.  If the peer's FIN
+				 * had been signalled, every byte before it was queued
+				 * then, so the EOF is all that is left: no read is
+				 * spent on it.  After an error, read on until it shows.
 				 */
-				if ((size_t)n == sizeof(scratch) && d->pending == 0 &&
-				    pipe_get(d->pipe) == -1)
+				if ((size_t)n < sizeof(scratch)) {
+					if (!rdhup)
+						*readable = false;
+					else if (fin)
+						d->eof = true;
+				} else if (d->pending == 0 && pipe_get(d->pipe) == -1)
 					return -1;	/* bulk: the kernel moves it from now on */
 				continue;
 			}
@@ -726,6 +828,13 @@ front_pump(struct front_conn *fc, struct front_dir *d, int src, int dst, bool *r
 		}
 		if (errno == EAGAIN) {
 			*readable = false;
+			/*
+			 * Drained and delivered: the pipe goes back to the pool, so
+			 * an idle connection holds none.  The next burst starts in
+			 * copy mode and takes a pipe again when it fills a read.
+			 */
+			if (d->pipe[0] != -1 && d->pending == 0)
+				pipe_put(d->pipe, true);
 			return 0;
 		}
 		if (errno != EINTR)
@@ -735,28 +844,27 @@ front_pump(struct front_conn *fc, struct front_dir *d, int src, int dst, bool *r
 
 /*
  * A fresh client socket is writable, and most connections never fill its
- * buffer: EV_WRITE is asked for only when a write fell short, which spares
+ * buffer: EPOLLOUT is asked for only when a write fell short, which spares
  * every short connection the wakeup for the first, useless, writable edge.
- * Re-adding makes the kernel poll the socket, so an edge that came in
+ * EPOLL_CTL_MOD makes the kernel poll the socket, so an edge that came in
  * between is not lost.
  */
-static void
+static int
 front_client_watch_write(struct front_conn *fc)
 {
-	event_del(&fc->ev_client);
-	event_assign(&fc->ev_client, mxd->base, fc->cfd, EV_READ | EV_WRITE | EV_CLOSED |
-	    EV_PERSIST | EV_ET, front_client_cb, fc);
-	event_add(&fc->ev_client, NULL);
+	if (front_watch(fc, fc->cfd, false, EPOLLIN | EPOLLOUT, EPOLL_CTL_MOD) == -1)
+		return -1;
 	fc->c_watch_write = true;
+	return 0;
 }
 
 static void
 front_relay(struct front_conn *fc)
 {
 	if (front_pump(fc, &fc->up, fc->cfd, fc->bfd, &fc->c_readable, &fc->b_writable,
-	    fc->c_rdhup) == -1 ||
+	    fc->c_rdhup, fc->c_fin && !fc->c_err) == -1 ||
 	    front_pump(fc, &fc->down, fc->bfd, fc->cfd, &fc->b_readable, &fc->c_writable,
-	    fc->b_rdhup) == -1) {
+	    fc->b_rdhup, fc->b_fin && !fc->b_err) == -1) {
 		front_close(fc, errno == ECONNRESET || errno == EPIPE ? "reset" : "io_error");
 		return;
 	}
@@ -764,8 +872,8 @@ front_relay(struct front_conn *fc)
 		front_close(fc, "closed");
 		return;
 	}
-	if (!fc->c_writable && !fc->c_watch_write)
-		front_client_watch_write(fc);
+	if (!fc->c_writable && !fc->c_watch_write && front_client_watch_write(fc) == -1)
+		front_close(fc, "io_error");
 }
 
 static void
@@ -812,17 +920,25 @@ front_send_preamble(struct front_conn *fc)
 	front_start_relay(fc);
 }
 
-static void
-front_backend_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct front_conn *fc = arg;
+/*
+ * An error or a hang-up makes both ways worth trying once more, and reads go
+ * on until read() itself reports the EOF or the error.
+ */
+#define FRONT_EV_END (EPOLLRDHUP | EPOLLHUP | EPOLLERR)
 
-	if (what & EV_READ)
+static void
+front_backend_io(struct front_conn *fc, uint32_t events)
+{
+	if (events & (EPOLLIN | FRONT_EV_END))
 		fc->b_readable = true;
-	if (what & EV_WRITE)
+	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		fc->b_writable = true;
-	if (what & EV_CLOSED)
-		fc->b_readable = fc->b_rdhup = true;
+	if (events & FRONT_EV_END)
+		fc->b_rdhup = true;
+	if (events & EPOLLRDHUP)
+		fc->b_fin = true;
+	if (events & EPOLLERR)
+		fc->b_err = true;
 	if (fc->state == FRONT_ST_CONNECT) {
 		if (fc->b_writable)
 			front_send_preamble(fc);
@@ -919,16 +1035,18 @@ front_hello_read(struct front_conn *fc)
 }
 
 static void
-front_client_cb(evutil_socket_t fd, short what, void *arg)
+front_client_io(struct front_conn *fc, uint32_t events)
 {
-	struct front_conn *fc = arg;
-
-	if (what & EV_READ)
+	if (events & (EPOLLIN | FRONT_EV_END))
 		fc->c_readable = true;
-	if (what & EV_WRITE)
+	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		fc->c_writable = true;
-	if (what & EV_CLOSED)
-		fc->c_readable = fc->c_rdhup = true;
+	if (events & FRONT_EV_END)
+		fc->c_rdhup = true;
+	if (events & EPOLLRDHUP)
+		fc->c_fin = true;
+	if (events & EPOLLERR)
+		fc->c_err = true;
 	switch (fc->state) {
 	case FRONT_ST_HELLO:
 		if (fc->c_readable)
@@ -1020,11 +1138,13 @@ front_accept(int fd, struct sockaddr *sa, socklen_t salen, void *arg)
 	fc->started = mx_now_usec();
 	memcpy(&fc->client, sa, salen < sizeof(fc->client) ? salen : sizeof(fc->client));
 	front_hello_init(fc->hello, (size_t)mxd->conf->front_hello_max);
-	event_assign(&fc->ev_client, mxd->base, fd, EV_READ | EV_CLOSED | EV_PERSIST | EV_ET,
-	    front_client_cb, fc);
 	fc->c_writable = true;	/* until a write falls short: see front_client_watch_write */
 	evtimer_assign(&fc->ev_timer, mxd->base, front_timer_cb, fc);
-	event_add(&fc->ev_client, NULL);
+	if (front_watch(fc, fd, false, EPOLLIN, EPOLL_CTL_ADD) == -1) {
+		log_warn("event=front_epoll_ctl_failed id=%08x", fc->id);
+		front_close(fc, "io_error");
+		return;
+	}
 	/*
 	 * A client sends its hello right behind the handshake's last ACK, so it
 	 * is usually here already: read now instead of a loop round later (at
@@ -1077,6 +1197,13 @@ front_start(void)
 	if ((limits = client_limits_new()) == NULL)
 		return -1;
 	front_set_idle_timeouts();
+	if ((epfd = epoll_create1(EPOLL_CLOEXEC)) == -1) {
+		log_warn("event=front_epoll_create_failed");
+		return -1;
+	}
+	ev_epoll = event_new(mxd->base, epfd, EV_READ | EV_PERSIST, front_epoll_cb, NULL);
+	if (ev_epoll == NULL || event_add(ev_epoll, NULL) == -1)
+		return -1;
 	for (i = 0; i < mxd->conf->n_front_listen; i++) {
 		struct front_listener *fl = &listeners[nlisteners];
 		int one = 1;
@@ -1117,6 +1244,17 @@ front_stop(void)
 	pool_drain(&conn_pool);
 	pool_drain(&hello_pool);
 	pool_drain(&setup_pool);
+	if (ev_epoll != NULL) {
+		event_free(ev_epoll);
+		ev_epoll = NULL;
+	}
+	if (epfd != -1) {
+		close(epfd);
+		epfd = -1;
+	}
+	free(by_fd);
+	by_fd = NULL;
+	by_fd_len = 0;
 }
 
 static int
