@@ -434,3 +434,65 @@ addr_unmap_v4(struct sockaddr_storage *ss, socklen_t len)
 	memcpy(&s4->sin_addr, s6.sin6_addr.s6_addr + 12, 4);
 	return sizeof(*s4);
 }
+
+/* The host part as 4 or 16 octets; IPv4-mapped IPv6 as its 4.  0 for other families. */
+static size_t
+host_octets(const struct sockaddr *sa, const unsigned char **p)
+{
+	if (sa->sa_family == AF_INET) {
+		*p = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+		return 4;
+	}
+	if (sa->sa_family == AF_INET6) {
+		*p = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+		if (memcmp(*p, v4mapped_prefix, 12) == 0) {
+			*p += 12;
+			return 4;
+		}
+		return 16;
+	}
+	return 0;
+}
+
+int
+addr_reverse_name(const struct sockaddr *sa, char buf[ADDR_REVERSE_MAX])
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *a;
+	size_t n = host_octets(sa, &a), i, o = 0;
+
+	if (n == 4) {
+		snprintf(buf, ADDR_REVERSE_MAX, "%u.%u.%u.%u.in-addr.arpa", a[3], a[2], a[1],
+		    a[0]);
+		return 0;
+	}
+	if (n != 16)
+		return -1;
+	for (i = 16; i > 0; i--) {
+		buf[o++] = hex[a[i - 1] & 0x0f];
+		buf[o++] = '.';
+		buf[o++] = hex[a[i - 1] >> 4];
+		buf[o++] = '.';
+	}
+	memcpy(buf + o, "ip6.arpa", sizeof("ip6.arpa"));
+	return 0;
+}
+
+bool
+addr_same_host(const struct sockaddr *a, const struct sockaddr *b)
+{
+	const unsigned char *pa = NULL, *pb = NULL;
+	size_t na = host_octets(a, &pa), nb = host_octets(b, &pb);
+
+	return na != 0 && na == nb && memcmp(pa, pb, na) == 0;
+}
+
+bool
+addr_is_loopback(const struct sockaddr *sa)
+{
+	static const unsigned char one[16] = { [15] = 1 };
+	const unsigned char *p;
+	size_t n = host_octets(sa, &p);
+
+	return (n == 4 && p[0] == 127) || (n == 16 && memcmp(p, one, 16) == 0);
+}

@@ -72,4 +72,16 @@ void addr_client_key(const struct sockaddr *sa, unsigned char key[17]);
 /* If sa is IPv4-mapped IPv6, rewrite it in place as AF_INET; returns the new length. */
 socklen_t addr_unmap_v4(struct sockaddr_storage *ss, socklen_t len);
 
+#define ADDR_REVERSE_MAX 74	/* "f.e.d...ip6.arpa" with its NUL */
+/*
+ * The name a PTR lookup asks for: "1.2.0.192.in-addr.arpa" or the nibbles
+ * under ip6.arpa (IPv4-mapped addresses as IPv4).  0, or -1 for another
+ * family.  buf holds ADDR_REVERSE_MAX.
+ */
+int addr_reverse_name(const struct sockaddr *sa, char buf[ADDR_REVERSE_MAX]);
+/* The same host address (IPv4-mapped counts as IPv4); ports are ignored. */
+bool addr_same_host(const struct sockaddr *a, const struct sockaddr *b);
+/* 127.0.0.0/8, ::1 or IPv4-mapped loopback. */
+bool addr_is_loopback(const struct sockaddr *sa);
+
 #endif

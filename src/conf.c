@@ -132,6 +132,7 @@ conf_defaults(struct conf *c)
 	c->smtp_timeout_data = 180;
 	c->smtp_max_errors = 10;
 	c->smtp_greet_delay = 0;
+	c->smtp_reverse_lookup = true;
 
 	c->queue_lifetime = 5 * 86400;
 	c->queue_retry_min = 300;
@@ -519,6 +520,7 @@ static const struct conf_directive directives[] = {
 	{ "smtp_timeout_data", 1, 1, h_duration, FIELD(smtp_timeout_data), 1, 3600 },
 	{ "smtp_max_errors", 1, 1, h_number, FIELD(smtp_max_errors), 1, 1000 },
 	{ "smtp_greet_delay", 1, 1, h_duration, FIELD(smtp_greet_delay), 0, 60 },
+	{ "smtp_reverse_lookup", 1, 1, h_bool, FIELD(smtp_reverse_lookup), 0, 0 },
 
 	{ "queue_lifetime", 1, 1, h_duration, FIELD(queue_lifetime), 60, 60 * DAY },
 	{ "queue_retry_min", 1, 1, h_duration, FIELD(queue_retry_min), 1, DAY },

@@ -96,6 +96,7 @@ struct conf {
 	long long smtp_timeout_data;		/* default 180 (per data block) */
 	long long smtp_max_errors;		/* default 10, then 421 */
 	long long smtp_greet_delay;		/* seconds before the 220; default 0 */
+	bool smtp_reverse_lookup;		/* PTR + forward check of clients; default yes */
 
 	/* queue and relay */
 	long long queue_lifetime;		/* default 5 days */

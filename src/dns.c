@@ -239,6 +239,9 @@ dns_new(struct event_base *base, const char *resolver, char *err, size_t errsize
 	 * configured, so the validator would only cost time: iterator alone.
 	 * Unbound answers the reserved "test." (RFC 6761) NXDOMAIN itself; we
 	 * let the server answer it, as test and staging zones live there.
+	 * Likewise the reverse zones of private and documentation ranges
+	 * (unblock-lan-zones): the site's resolver may well hold PTRs for its
+	 * own networks, and a client's name is asked of it.
 	 * ("nodefault" cannot be set through ub_ctx_set_option in 1.17: the
 	 * library keeps the whole "name nodefault" string as the name.)
 	 */
@@ -248,6 +251,8 @@ dns_new(struct event_base *base, const char *resolver, char *err, size_t errsize
 		what = "module-config";
 	else if ((r = ub_ctx_set_option(dns->ctx, "local-zone:", "test. transparent")) != 0)
 		what = "local-zone";
+	else if ((r = ub_ctx_set_option(dns->ctx, "unblock-lan-zones:", "yes")) != 0)
+		what = "unblock-lan-zones";
 	else if (resolver == NULL || strcmp(resolver, "system") == 0) {
 		if ((r = ub_ctx_resolvconf(dns->ctx, NULL)) != 0)
 			what = "/etc/resolv.conf";

@@ -289,6 +289,7 @@ dns_rr_keep(const unsigned char *pkt, size_t len, const struct dns_rrhdr *h,
 		}
 		break;
 	case DNS_T_CNAME:
+	case DNS_T_PTR:
 		if (dns_rdata_name(pkt, len, h, h->rdoff, wire, &wlen) == -1)
 			return -1;
 		if (dns_name_text(wire, wlen, rr.name, sizeof(rr.name)) == -1) {

@@ -14,6 +14,7 @@
 /* Record types (protocol numbers, RFC 1035, 3596, 6698). */
 #define DNS_T_A		1
 #define DNS_T_CNAME	5
+#define DNS_T_PTR	12
 #define DNS_T_MX	15
 #define DNS_T_TXT	16
 #define DNS_T_AAAA	28
@@ -43,7 +44,7 @@ struct dns_rr {
 	uint16_t type;
 	uint32_t ttl;
 	uint16_t mx_pref;		/* MX */
-	char name[DNS_NAME_BUF];	/* MX exchange, lower-cased; "." for a null MX */
+	char name[DNS_NAME_BUF];	/* MX exchange or PTR target, lower-cased; "." for null MX */
 	unsigned char addr[16];		/* A: the first 4 octets; AAAA: all 16 */
 	uint8_t tlsa_usage;		/* TLSA */
 	uint8_t tlsa_selector;

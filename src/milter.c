@@ -1483,6 +1483,16 @@ fail:
 	return NULL;
 }
 
+void
+milter_chain_set_client_name(struct milter_chain *c, const char *name)
+{
+	if (c == NULL || name[0] == '\0' ||
+	    mx_strlcpy(c->client_name, name, sizeof(c->client_name)) == -1)
+		return;
+	snprintf(c->underscore, sizeof(c->underscore), "%s [%s]", c->client_name,
+	    c->client_addr);
+}
+
 static void
 free_args(char ***argsp, size_t *np)
 {

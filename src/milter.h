@@ -104,6 +104,11 @@ struct milter_session_info {
  */
 struct milter_chain *milter_chain_new(struct event_base *base, struct milter_set *set,
     const struct milter_session_info *info);
+/*
+ * The client's verified host name, once known: for {client_name}, "_" and
+ * the connect event of milters not yet connected.  c may be NULL.
+ */
+void milter_chain_set_client_name(struct milter_chain *c, const char *name);
 /* QUIT to every connected milter (best effort), then free.  A pending callback is dropped. */
 void milter_chain_free(struct milter_chain **cp);
 

@@ -61,6 +61,7 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "dns.h"
 #include "io.h"
 #include "client_limits.h"
 #include "listen.h"
@@ -78,6 +79,7 @@
 #include "verify.h"
 
 #define SMTP_CLOSE_TIMEOUT 5		/* seconds to wait for the client's FIN */
+#define SMTP_RDNS_TIMEOUT 5		/* seconds for each of the PTR and forward lookups */
 #define SMTP_DATA_MIN_OCTETS 2048	/* a body must bring this much per smtp_timeout_data */
 #define SMTP_PULLUP 4096		/* command bytes made contiguous at once */
 #define SMTP_MAX_HOPS 100		/* Received: fields (RFC 5321 §6.3) */
@@ -167,6 +169,9 @@ struct smtp_session {
 	struct sockaddr_storage client;
 	socklen_t clientlen;
 	char client_ip[ADDR_STR_MAX];	/* "192.0.2.1" or "2001:db8::1" */
+	char client_name[DNS_NAME_BUF];	/* forward-confirmed PTR name, or "" */
+	struct dns_query *rdns_q;	/* the PTR or forward lookup under way */
+	bool greet_delay;		/* smtp_greet_delay still running */
 	bool counted_client;
 	uint64_t started;		/* usec, monotonic */
 
@@ -468,6 +473,7 @@ smtp_session_free(struct smtp_session *s)
 	    (unsigned long long)s->bytes_in, (unsigned long long)ms,
 	    s->close_reason ? s->close_reason : "closed");
 	smtp_txn_reset(s);
+	dns_cancel(&s->rdns_q);
 	milter_chain_free(&s->milters);
 	if (s->ev_timer != NULL)
 		event_free(s->ev_timer);
@@ -1192,7 +1198,8 @@ smtp_received_header(struct smtp_session *s, struct mx_buf *b)
 		tlsinfo[i + 1] = '\0';
 	}
 	if (mx_buf_printf(b, "Received: from %s (%s%s [%s%s])\r\n", s->helo_ok ? helo : "unknown",
-	    s->helo_ok ? "" : "helo=", s->helo_ok ? "unknown" : helo,
+	    s->helo_ok ? "" : "helo=", !s->helo_ok ? helo : s->client_name[0] != '\0' ?
+	    s->client_name : "unknown",
 	    strchr(s->client_ip, ':') != NULL ? "IPv6:" : "",
 	    s->client_ip) == -1 ||
 	    mx_buf_printf(b, "\tby %s (mxedge) with %s%s%s id %s", cf->hostname, proto,
@@ -2346,6 +2353,14 @@ smtp_greet(struct smtp_session *s)
 	    cf->smtp_banner);
 }
 
+/* The greeting waits for smtp_greet_delay and for the client's name, whichever is last. */
+static void
+smtp_greet_when_ready(struct smtp_session *s)
+{
+	if (s->state == SMTP_ST_GREETING && !s->greet_delay && s->rdns_q == NULL)
+		smtp_greet(s);
+}
+
 static void
 smtp_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -2353,8 +2368,68 @@ smtp_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (s->dying)
 		smtp_session_free(s);
-	else if (s->state == SMTP_ST_GREETING)
-		smtp_greet(s);
+	else {
+		s->greet_delay = false;
+		smtp_greet_when_ready(s);
+	}
+}
+
+/*
+ * The client's name, as Postfix finds it: the PTR name, kept only if it
+ * resolves back to the client's address (anyone can write any PTR for
+ * their own addresses).  It goes into our Received: field and the milters'
+ * {client_name}; downstream filters judge "unknown" harshly.  Every failure
+ * just leaves the name unknown.
+ */
+static void
+smtp_rdns_forward_cb(const struct dns_result *res, void *arg)
+{
+	struct smtp_session *s = arg;
+	char safe[LOG_SAFE_MAX];
+	size_t i;
+
+	s->rdns_q = NULL;
+	for (i = 0; res->status == DNS_OK && i < res->naddrs; i++)
+		if (addr_same_host((const struct sockaddr *)&res->addrs[i],
+		    (const struct sockaddr *)&s->client))
+			break;
+	if (res->status == DNS_OK && i < res->naddrs) {
+		mx_strlcpy(s->client_name, res->name, sizeof(s->client_name));
+		milter_chain_set_client_name(s->milters, s->client_name);
+	} else
+		log_info("event=smtp_rdns_unconfirmed id=%08x client=%s name=%s status=%s", s->id,
+		    s->client_ip, log_safe(safe, sizeof(safe), res->name, strlen(res->name)),
+		    dns_status_str(res->status));
+	smtp_greet_when_ready(s);
+}
+
+static void
+smtp_rdns_ptr_cb(const struct dns_result *res, void *arg)
+{
+	struct smtp_session *s = arg;
+	const char *name;
+
+	s->rdns_q = NULL;
+	if (res->status == DNS_OK && res->answer != NULL && res->answer->count > 0) {
+		/* The first name; several PTRs are rare and any one confirmed will do. */
+		name = res->answer->rr[0].name;
+		if (strcmp(name, ".") != 0)
+			s->rdns_q = dns_lookup_addrs(mxd->dns, name, true, true, SMTP_RDNS_TIMEOUT,
+			    smtp_rdns_forward_cb, s);
+	}
+	smtp_greet_when_ready(s);
+}
+
+static void
+smtp_rdns_start(struct smtp_session *s)
+{
+	char rev[ADDR_REVERSE_MAX];
+	const struct sockaddr *sa = (const struct sockaddr *)&s->client;
+
+	if (!mxd->conf->smtp_reverse_lookup || mxd->dns == NULL || addr_is_loopback(sa) ||
+	    addr_reverse_name(sa, rev) == -1)
+		return;
+	s->rdns_q = dns_lookup(mxd->dns, rev, DNS_T_PTR, SMTP_RDNS_TIMEOUT, smtp_rdns_ptr_cb, s);
 }
 
 /* The session's milter chain: it connects to milters only when a transaction needs them. */
@@ -2469,10 +2544,10 @@ smtp_accept(int fd, struct sockaddr *sa, socklen_t salen, void *arg)
 	if (cf->smtp_greet_delay > 0) {
 		struct timeval tv = { (time_t)cf->smtp_greet_delay, 0 };
 
-		if (evtimer_add(s->ev_timer, &tv) == 0)
-			return;
+		s->greet_delay = evtimer_add(s->ev_timer, &tv) == 0;
 	}
-	smtp_greet(s);
+	smtp_rdns_start(s);
+	smtp_greet_when_ready(s);
 }
 
 /* ---- Module -------------------------------------------------------------- */

@@ -181,6 +181,48 @@ test_log_safe(void)
 	is_int(7, (long long)strlen(buf), "log_safe truncates to the buffer");
 }
 
+/* A socket address from "[v6]:port" or "v4:port". */
+static void
+sockaddr_of(const char *s, struct sockaddr_storage *ss)
+{
+	struct addr_hostport hp;
+	const char *err;
+	socklen_t len;
+
+	if (addr_parse_hostport(s, 1, &hp, &err) == -1 || addr_hostport_sockaddr(&hp, ss, &len) == -1)
+		bail("bad test address %s", s);
+}
+
+static void
+test_reverse(void)
+{
+	struct sockaddr_storage a, b;
+	char rev[ADDR_REVERSE_MAX];
+
+	sockaddr_of("192.0.2.7:25", &a);
+	ok(addr_reverse_name((struct sockaddr *)&a, rev) == 0, "reverse name of IPv4");
+	is_string("7.2.0.192.in-addr.arpa", rev, "in-addr.arpa, octets reversed");
+	sockaddr_of("[::ffff:192.0.2.7]:25", &b);
+	addr_reverse_name((struct sockaddr *)&b, rev);
+	is_string("7.2.0.192.in-addr.arpa", rev, "IPv4-mapped asked as IPv4");
+	ok(addr_same_host((struct sockaddr *)&a, (struct sockaddr *)&b),
+	    "mapped and plain IPv4 are the same host");
+	sockaddr_of("[2001:db8::567:89ab]:25", &a);
+	addr_reverse_name((struct sockaddr *)&a, rev);
+	is_string("b.a.9.8.7.6.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa", rev,
+	    "ip6.arpa nibbles, lowest first (RFC 3596)");
+	sockaddr_of("[2001:db8::567:89ab]:99", &b);
+	ok(addr_same_host((struct sockaddr *)&a, (struct sockaddr *)&b), "ports do not matter");
+	sockaddr_of("[2001:db8::567:89ac]:25", &b);
+	ok(!addr_same_host((struct sockaddr *)&a, (struct sockaddr *)&b), "another address differs");
+	sockaddr_of("127.3.4.5:1", &a);
+	sockaddr_of("[::1]:1", &b);
+	ok(addr_is_loopback((struct sockaddr *)&a) && addr_is_loopback((struct sockaddr *)&b),
+	    "127/8 and ::1 are loopback");
+	sockaddr_of("[::2]:1", &b);
+	ok(!addr_is_loopback((struct sockaddr *)&b), "::2 is not");
+}
+
 int
 main(void)
 {
@@ -190,6 +232,7 @@ main(void)
 	test_domains();
 	test_hostport();
 	test_classes();
+	test_reverse();
 	test_log_safe();
 	return 0;
 }
