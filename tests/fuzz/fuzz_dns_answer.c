@@ -6,7 +6,7 @@
  * The output bounds are checked after every parse.
  *
  *   clang -fsanitize=fuzzer,address,undefined -Isrc ... fuzz_dns_answer.c
- *   (or -DFUZZ_STANDALONE with any compiler: runs the files named in argv)
+ *   (or with tests/fuzz/standalone.c and any compiler: runs the files in argv)
  */
 #include "config.h"
 
@@ -88,26 +88,3 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	(void)dns_name_wire(name, wire);
 	return 0;
 }
-
-#ifdef FUZZ_STANDALONE
-int
-main(int argc, char **argv)
-{
-	static uint8_t buf[DNS_PACKET_MAX + 1];
-	int i;
-
-	for (i = 1; i < argc; i++) {
-		FILE *f = fopen(argv[i], "rb");
-		size_t n;
-
-		if (f == NULL) {
-			perror(argv[i]);
-			return 1;
-		}
-		n = fread(buf, 1, sizeof(buf), f);
-		fclose(f);
-		LLVMFuzzerTestOneInput(buf, n);
-	}
-	return 0;
-}
-#endif

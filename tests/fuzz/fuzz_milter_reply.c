@@ -9,7 +9,7 @@
  * are checked after each decode.
  *
  *   clang -fsanitize=fuzzer,address,undefined -Isrc ... fuzz_milter_reply.c
- *   (or -DFUZZ_STANDALONE with any compiler: runs the files named in argv)
+ *   (or with tests/fuzz/standalone.c and any compiler: runs the files in argv)
  */
 #include "config.h"
 
@@ -120,26 +120,3 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_split(data, size);
 	return 0;
 }
-
-#ifdef FUZZ_STANDALONE
-int
-main(int argc, char **argv)
-{
-	static uint8_t buf[4 * MILTER_PACKET_MAX];
-	int i;
-
-	for (i = 1; i < argc; i++) {
-		FILE *f = fopen(argv[i], "rb");
-		size_t n;
-
-		if (f == NULL) {
-			perror(argv[i]);
-			return 1;
-		}
-		n = fread(buf, 1, sizeof(buf), f);
-		fclose(f);
-		LLVMFuzzerTestOneInput(buf, n);
-	}
-	return 0;
-}
-#endif

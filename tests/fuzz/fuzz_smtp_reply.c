@@ -8,7 +8,7 @@
  * ends up in the queue journal, must be one printable line.
  *
  *   clang -fsanitize=fuzzer,address,undefined -Isrc ... fuzz_smtp_reply.c
- *   (or -DFUZZ_STANDALONE with any compiler: runs the files named in argv)
+ *   (or with tests/fuzz/standalone.c and any compiler: runs the files in argv)
  */
 #include "config.h"
 
@@ -116,26 +116,3 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	return 0;
 }
-
-#ifdef FUZZ_STANDALONE
-int
-main(int argc, char **argv)
-{
-	static uint8_t buf[1 << 20];
-	int i;
-
-	for (i = 1; i < argc; i++) {
-		FILE *f = fopen(argv[i], "rb");
-		size_t n;
-
-		if (f == NULL) {
-			perror(argv[i]);
-			return 1;
-		}
-		n = fread(buf, 1, sizeof(buf), f);
-		fclose(f);
-		LLVMFuzzerTestOneInput(buf, n);
-	}
-	return 0;
-}
-#endif
