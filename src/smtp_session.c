@@ -1041,47 +1041,46 @@ smtp_rcpt_is_postmaster(const struct smtp_path *p)
 /*
  * RFC 5321 4.5.1: a server MUST take mail for its postmaster.  We deliver
  * nothing locally, so it goes on to postmaster_address, through the milters
- * like any mail, but without a customer's SPF or recipient policy.
+ * like any mail, but without a customer's SPF or recipient policy: *d gets
+ * such a domain.  -1 when no postmaster_address is set.
  */
-static void
-smtp_rcpt_postmaster(struct smtp_session *s, const struct smtp_command *c, const char *addr)
+static int
+smtp_postmaster_domain(struct domain *d)
 {
-	const struct conf *cf = mxd->conf;
-	struct smtp_rcpt_check *rc = &s->rc;
-	const char *at = strrchr(cf->postmaster_address, '@');
-	size_t i;
+	const char *at = strrchr(mxd->conf->postmaster_address, '@');
 
-	if (at == NULL) {
-		smtp_rcpt_refuse(s, addr, "no_postmaster_address");
-		return;
+	if (at == NULL)
+		return -1;
+	domain_init(d, at + 1);
+	d->spf = REG_SPF_OFF;
+	d->recipients = REG_RCPT_ANY;
+	return 0;
+}
+
+/* The registered domain a recipient belongs to, or NULL once it was refused. */
+static const struct domain *
+smtp_rcpt_domain(struct smtp_session *s, const struct smtp_path *path, const char *addr)
+{
+	const struct domain *d;
+	unsigned int relay;
+
+	/* Whatever the syntax means to someone else, we relay none of it (PITFALLS 15). */
+	if (path->kind != SMTP_DOMAIN_NAME) {
+		smtp_rcpt_refuse(s, addr, "address_literal");
+		return NULL;
 	}
-	if (s->env.nrcpts >= QUEUE_RCPT_MAX || s->env.nrcpts >= (unsigned long long)cf->smtp_max_recipients) {
-		smtp_reply(s, "452 4.5.3 Error: too many recipients");
-		return;
+	if ((relay = smtp_path_relay_flags(path)) != 0) {
+		smtp_rcpt_refuse(s, addr, relay & SMTP_RELAY_PERCENT ? "percent_hack" :
+		    relay & SMTP_RELAY_BANG ? "bang_path" : relay & SMTP_RELAY_QUOTED ?
+		    "quoted_local_part" : relay & SMTP_RELAY_ROUTE ? "source_route" :
+		    "address_literal");
+		return NULL;
 	}
-	for (i = 0; i < s->env.nrcpts; i++)
-		if (strcmp(s->env.rcpts[i].addr, cf->postmaster_address) == 0) {
-			smtp_reply(s, "250 2.1.5 Ok");
-			return;
-		}
-	free(rc->milter_reply);
-	memset(rc, 0, sizeof(*rc));
-	mx_strlcpy(rc->addr, cf->postmaster_address, sizeof(rc->addr));
-	domain_init(&rc->dom, at + 1);
-	rc->dom.spf = REG_SPF_OFF;
-	rc->dom.recipients = REG_RCPT_ANY;
-	rc->limit = cf->smtp_max_message_size;
-	rc->notify = c->params.notify;
-	/* The original recipient, for any DSN: the address the client used. */
-	rc->has_orcpt = true;
-	if (c->params.present & SMTP_PARAM_ORCPT)
-		mx_strlcpy(rc->orcpt, c->params.orcpt, sizeof(rc->orcpt));
-	else if (mx_snprintf(rc->orcpt, sizeof(rc->orcpt), "rfc822;%s", addr) == -1)
-		rc->has_orcpt = false;
-	log_info("event=smtp_rcpt_postmaster id=%08x qid=%s to=<%s>", s->id, smtp_qid(s),
-	    rc->addr);
-	rc->step = SMTP_RC_SPF;
-	smtp_rcpt_check(s);
+	/* Only explicit registration counts, never an MX pointing at us (PITFALLS 16). */
+	d = domain_table_exact(mxd->domains, path->domain, path->domain_len);
+	if (d == NULL)
+		smtp_rcpt_refuse(s, addr, "domain_not_registered");
+	return d;
 }
 
 static void
@@ -1089,10 +1088,10 @@ smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *c)
 {
 	const struct conf *cf = mxd->conf;
 	const struct domain *d;
+	struct domain pm;
 	struct smtp_rcpt_check *rc;
-	char addr[SMTP_MAILBOX_MAX + 1];
+	char addr[SMTP_MAILBOX_MAX + 1], asked[SMTP_MAILBOX_MAX + 1];
 	unsigned long long max_rcpts, limit;
-	unsigned int relay;
 	size_t i;
 
 	if (smtp_path_format(&c->path, addr, sizeof(addr)) == -1) {
@@ -1100,28 +1099,19 @@ smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *c)
 		smtp_error_count(s);
 		return;
 	}
+	asked[0] = '\0';
 	if (smtp_rcpt_is_postmaster(&c->path)) {
-		smtp_rcpt_postmaster(s, c, addr);
+		if (smtp_postmaster_domain(&pm) == -1) {
+			smtp_rcpt_refuse(s, addr, "no_postmaster_address");
+			return;
+		}
+		d = &pm;
+		mx_strlcpy(asked, addr, sizeof(asked));
+		mx_strlcpy(addr, cf->postmaster_address, sizeof(addr));
+		log_info("event=smtp_rcpt_postmaster id=%08x qid=%s to=<%s>", s->id, smtp_qid(s),
+		    addr);
+	} else if ((d = smtp_rcpt_domain(s, &c->path, addr)) == NULL)
 		return;
-	}
-	/* Whatever the syntax means to someone else, we relay none of it (PITFALLS 15). */
-	if (c->path.kind != SMTP_DOMAIN_NAME) {
-		smtp_rcpt_refuse(s, addr, "address_literal");
-		return;
-	}
-	if ((relay = smtp_path_relay_flags(&c->path)) != 0) {
-		smtp_rcpt_refuse(s, addr, relay & SMTP_RELAY_PERCENT ? "percent_hack" :
-		    relay & SMTP_RELAY_BANG ? "bang_path" : relay & SMTP_RELAY_QUOTED ?
-		    "quoted_local_part" : relay & SMTP_RELAY_ROUTE ? "source_route" :
-		    "address_literal");
-		return;
-	}
-	/* Only explicit registration counts, never an MX pointing at us (PITFALLS 16). */
-	d = domain_table_exact(mxd->domains, c->path.domain, c->path.domain_len);
-	if (d == NULL) {
-		smtp_rcpt_refuse(s, addr, "domain_not_registered");
-		return;
-	}
 	max_rcpts = (unsigned long long)cf->smtp_max_recipients;
 	if (max_rcpts > QUEUE_RCPT_MAX)
 		max_rcpts = QUEUE_RCPT_MAX;
@@ -1159,6 +1149,10 @@ smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_command *c)
 	if (c->params.present & SMTP_PARAM_ORCPT) {
 		rc->has_orcpt = true;
 		mx_strlcpy(rc->orcpt, c->params.orcpt, sizeof(rc->orcpt));
+	} else if (asked[0] != '\0') {
+		/* For any DSN: the address the client used, not postmaster_address. */
+		rc->has_orcpt = mx_snprintf(rc->orcpt, sizeof(rc->orcpt), "rfc822;%s",
+		    asked) == 0;
 	}
 	rc->step = SMTP_RC_SPF;
 	smtp_rcpt_check(s);
