@@ -122,6 +122,7 @@ conf_defaults(struct conf *c)
 	c->front_idle_timeout[FRONT_SUBMISSION] = 600;
 	c->front_max_connections = 10000;
 	c->front_max_per_client = 64;
+	c->front_splice = false;
 
 	c->smtp_max_connections = 500;
 	c->smtp_max_per_client = 20;
@@ -507,6 +508,7 @@ static const struct conf_directive directives[] = {
 	{ "front_idle_timeout", 2, 2, h_front_idle_timeout, 0, 0, 0 },
 	{ "front_max_connections", 1, 1, h_number, FIELD(front_max_connections), 1, 1000000 },
 	{ "front_max_per_client", 1, 1, h_number, FIELD(front_max_per_client), 1, 1000000 },
+	{ "front_splice", 1, 1, h_bool, FIELD(front_splice), 0, 0 },
 
 	{ "smtp_banner", 1, 1, h_priority, FIELD(smtp_banner), 0, 0 },
 	{ "smtp_max_connections", 1, 1, h_number, FIELD(smtp_max_connections), 1, 100000 },

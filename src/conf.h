@@ -84,6 +84,7 @@ struct conf {
 	long long front_idle_timeout[FRONT_NSERVICES];	/* imaps 1800, others 600 */
 	long long front_max_connections;	/* default 10000 */
 	long long front_max_per_client;		/* default 64 */
+	bool front_splice;			/* bulk through splice(2), default no */
 
 	/* SMTP inbound */
 	char smtp_banner[256];			/* text after "220 HOSTNAME " */

@@ -3,9 +3,12 @@
  * without terminating TLS, route its SNI name through the domain table,
  * connect to the domain's backend for the service, send the PROXY header
  * and the ClientHello in one write, then move bytes both ways until both
- * sides have closed: small reads go through one shared scratch buffer
- * (recv, then send at once), and a direction whose read fills that buffer
- * switches to splice(2) through a pipe, so bulk data is never copied.
+ * sides have closed: each read goes into one shared buffer and is sent on
+ * at once, and only what the other side did not take is kept, per
+ * connection.  With front_splice, a direction whose read fills a 16 KiB
+ * read switches to splice(2) through a pipe instead, so bulk data is never
+ * copied; on the machines measured (contrib/bench/front) the copy costs
+ * less CPU per MiB than the splices and pipe pages do, so it is the default.
  *
  * Trust: everything the client sends is hostile until the parser
  * (front_hello.c) accepted it, and even then only the SNI is used, after
@@ -58,7 +61,9 @@
 #include "proxy_proto.h"
 #include "stats.h"
 
-#define FRONT_SCRATCH 16384		/* one read: hello phase, and relay in copy mode */
+#define FRONT_READ_SMALL 16384		/* one read: hello phase, splice mode's trigger, tight memory */
+#define FRONT_READ_BULK (256 << 10)	/* one read in copy mode: the shared buffer's size */
+#define FRONT_SPILL_BUDGET (32 << 20)	/* unsent bytes held in all spills before reads shrink */
 #define FRONT_SPLICE_MAX (1 << 20)	/* bytes asked of one splice() */
 #define FRONT_MAX_TARGETS 16		/* backend addresses tried in turn */
 #define FRONT_PIPE_POOL 64		/* spare pipes: each counts against the user's pipe pages */
@@ -77,8 +82,8 @@ enum front_state {
 static const char *const state_names[] = { "hello", "resolve", "connect", "relay" };
 
 /*
- * One direction of the relay: src -> scratch -> dst (copy mode), or
- * src -> pipe -> dst once a read filled the scratch buffer (splice mode).
+ * One direction of the relay: src -> scratch -> dst (copy mode), or, with
+ * front_splice, src -> pipe -> dst once a small read came back full.
  */
 struct front_dir {
 	int pipe[2];		/* [0] read end, [1] write end; -1 in copy mode */
@@ -161,7 +166,13 @@ static size_t active;
 static uint32_t next_id;
 static int pipe_pool[FRONT_PIPE_POOL][2];
 /* The event loop is single-threaded: one buffer serves every read that is written on at once. */
-static unsigned char scratch[FRONT_SCRATCH];
+static unsigned char scratch[FRONT_READ_BULK];
+/*
+ * Bytes held in spills (what a slow peer did not take).  Over the budget,
+ * copy-mode reads shrink to FRONT_READ_SMALL, so many peers that stop
+ * reading cannot make us hold FRONT_READ_BULK each.
+ */
+static size_t spill_total;
 static int npipes;
 static struct front_pool conn_pool, hello_pool, setup_pool;
 /* The connections' sockets, in an epoll set of their own: see front_watch(). */
@@ -349,6 +360,18 @@ pipe_put(int p[2], bool empty)
 	p[0] = p[1] = -1;
 }
 
+/* A spill is freed once sent, or with its connection. */
+static void
+spill_free(struct front_dir *d)
+{
+	if (d->spill == NULL)
+		return;
+	spill_total -= d->spilloff + d->pending;
+	free(d->spill);
+	d->spill = NULL;
+	d->spilloff = 0;
+}
+
 static void
 setup_free(struct front_conn *fc)
 {
@@ -478,8 +501,8 @@ front_close(struct front_conn *fc, const char *outcome)
 	}
 	pipe_put(fc->up.pipe, fc->up.pending == 0);
 	pipe_put(fc->down.pipe, fc->down.pending == 0);
-	free(fc->up.spill);
-	free(fc->down.spill);
+	spill_free(&fc->up);
+	spill_free(&fc->down);
 	setup_free(fc);
 	hello_free(fc);
 	if (fc->counted_client)
@@ -697,6 +720,15 @@ front_try_connect(struct front_conn *fc)
 	front_alert_close(fc, FRONT_ALERT_INTERNAL_ERROR, "backend_unreachable");
 }
 
+/* How much one copy-mode read asks for. */
+static size_t
+front_read_size(void)
+{
+	if (mxd->conf->front_splice || spill_total >= FRONT_SPILL_BUDGET)
+		return FRONT_READ_SMALL;
+	return sizeof(scratch);
+}
+
 /* Write what is pending in d to dst: 0 when all of it went, 1 when dst is full, -1 on error. */
 static int
 front_flush(struct front_dir *d, int dst, bool *writable)
@@ -728,25 +760,21 @@ front_flush(struct front_dir *d, int dst, bool *writable)
 		if ((size_t)n < want)
 			*writable = false;
 	}
-	if (d->spill != NULL) {
-		free(d->spill);
-		d->spill = NULL;
-		d->spilloff = 0;
-	}
+	spill_free(d);
 	return 0;
 }
 
 /*
- * Copy mode: one read into the scratch buffer, written on at once; what dst
- * does not take is kept in d->spill.  Returns the bytes read (0 at EOF), or
- * -1 with errno.
+ * Copy mode: one read of up to want bytes into the scratch buffer, written
+ * on at once; what dst does not take is kept in d->spill.  Returns the bytes
+ * read (0 at EOF), or -1 with errno.
  */
 static ssize_t
-front_copy(struct front_dir *d, int src, int dst, bool *writable)
+front_copy(struct front_dir *d, int src, int dst, bool *writable, size_t want)
 {
 	ssize_t n, w = 0;
 
-	n = sock_recv(src, scratch, sizeof(scratch));
+	n = sock_recv(src, scratch, want);
 	if (n <= 0)
 		return n;
 	if (*writable) {
@@ -768,6 +796,7 @@ front_copy(struct front_dir *d, int src, int dst, bool *writable)
 		memcpy(d->spill, scratch + w, (size_t)(n - w));
 		d->spilloff = 0;
 		d->pending = (size_t)(n - w);
+		spill_total += d->pending;
 	}
 	return n;
 }
@@ -794,7 +823,9 @@ front_pump(struct front_conn *fc, struct front_dir *d, int src, int dst, bool *r
 		if (!*readable || (!*writable && d->pipe[0] == -1))
 			return 0;
 		if (d->pipe[0] == -1) {
-			n = front_copy(d, src, dst, writable);
+			size_t want = front_read_size();
+
+			n = front_copy(d, src, dst, writable, want);
 			if (n > 0) {
 				fc->last_active = now_sec();
 				/*
@@ -803,13 +834,18 @@ front_pump(struct front_conn *fc, struct front_dir *d, int src, int dst, bool *r
 				 * then, so the EOF is all that is left: no read is
 				 * spent on it.  After an error, read on until it shows.
 				 */
-				if ((size_t)n < sizeof(scratch)) {
+				if ((size_t)n < want) {
 					if (!rdhup)
 						*readable = false;
 					else if (fin)
 						d->eof = true;
-				} else if (d->pending == 0 && pipe_get(d->pipe) == -1)
-					return -1;	/* bulk: the kernel moves it from now on */
+				} else if (mxd->conf->front_splice && d->pending == 0) {
+					/* Bulk: the kernel moves it from now on. */
+					if (pipe_get(d->pipe) == -1)
+						return -1;
+					log_debug("event=front_splice id=%08x dir=%s", fc->id,
+					    d == &fc->up ? "up" : "down");
+				}
 				continue;
 			}
 		} else {
@@ -961,7 +997,7 @@ front_hello_read(struct front_conn *fc)
 	for (;;) {
 		enum front_hello_result r;
 		size_t used = 0;
-		ssize_t n = sock_recv(fc->cfd, buf, sizeof(scratch));
+		ssize_t n = sock_recv(fc->cfd, buf, FRONT_READ_SMALL);
 		int routed;
 
 		if (n < 0) {
@@ -981,7 +1017,7 @@ front_hello_read(struct front_conn *fc)
 		r = front_hello_feed(fc->hello, buf, (size_t)n, &used);
 		if (r == FRONT_HELLO_MORE) {
 			/* A short read drained the socket: wait for the next edge. */
-			if ((size_t)n < sizeof(scratch) && !fc->c_rdhup) {
+			if ((size_t)n < FRONT_READ_SMALL && !fc->c_rdhup) {
 				fc->c_readable = false;
 				return true;
 			}
@@ -1016,7 +1052,7 @@ front_hello_read(struct front_conn *fc)
 		 * Further client bytes wait in the socket until the relay starts;
 		 * after a short read there are none yet, and new ones are a new edge.
 		 */
-		fc->c_readable = (size_t)n == sizeof(scratch) || fc->c_rdhup;
+		fc->c_readable = (size_t)n == FRONT_READ_SMALL || fc->c_rdhup;
 		if (routed == 1) {
 			front_enter_state(fc, FRONT_ST_RESOLVE);
 			timer_arm(fc, mxd->conf->front_connect_timeout);
