@@ -5,10 +5,10 @@
  * and the ClientHello in one write, then move bytes both ways until both
  * sides have closed: each read goes into one shared buffer and is sent on
  * at once, and only what the other side did not take is kept, per
- * connection.  With front_splice, a direction whose read fills a 16 KiB
- * read switches to splice(2) through a pipe instead, so bulk data is never
- * copied; on the machines measured (contrib/bench/front) the copy costs
- * less CPU per MiB than the splices and pipe pages do, so it is the default.
+ * connection.  With front_splice, a direction whose 16 KiB read comes back
+ * full switches to splice(2) through a pipe instead, so bulk data is not
+ * copied; on the machines measured (contrib/bench/front) copying cost less
+ * CPU per MiB than the splices and pipe pages did, so it is the default.
  *
  * Trust: everything the client sends is hostile until the parser
  * (front_hello.c) accepted it, and even then only the SNI is used, after
