@@ -1296,8 +1296,9 @@ front_stop(void)
 static int
 front_status(struct mx_buf *json)
 {
-	return mx_buf_printf(json, "\"front\":{\"active\":%zu,\"clients\":%zu,\"listeners\":%d}",
-	    active, limits ? client_limits_groups(limits) : 0, nlisteners);
+	return mx_buf_printf(json, "\"front\":{\"active\":%zu,\"clients\":%zu,\"listeners\":%d,"
+	    "\"buffered\":%zu}", active, limits ? client_limits_groups(limits) : 0, nlisteners,
+	    spill_total);
 }
 
 const struct daemon_module front_module = {
