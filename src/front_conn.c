@@ -95,16 +95,22 @@ struct front_dir {
 	bool shut;		/* shutdown(dst, SHUT_WR) done */
 };
 
+/* What epoll said of one socket, kept until acted on. */
+struct front_side {
+	bool readable, writable;
+	bool rdhup;	/* EOF or error signalled: read on until read() says so */
+	bool fin;	/* EPOLLRDHUP seen: the peer's FIN is queued */
+	bool err;	/* EPOLLERR seen: an error may come before that EOF */
+};
+
 struct front_conn {
 	struct event ev_timer;
 	int cfd;
 	int bfd;
 	enum front_state state;
 	enum front_service service;
-	bool c_readable, c_writable, b_readable, b_writable;
-	bool c_rdhup, b_rdhup;	/* EOF or error signalled: read on until read() says so */
-	bool c_fin, b_fin;	/* EPOLLRDHUP seen: the peer's FIN is queued */
-	bool c_err, b_err;	/* EPOLLERR seen: an error may come before that EOF */
+	struct front_side c;	/* the client's socket, cfd */
+	struct front_side b;	/* the backend's socket, bfd */
 	bool c_watch_write;	/* the client's registration has EPOLLOUT (it fell behind) */
 	bool counted_client;
 	uint32_t id;
@@ -710,7 +716,7 @@ front_try_connect(struct front_conn *fc)
 		}
 		front_enter_state(fc, FRONT_ST_CONNECT);
 		s->outoff = 0;
-		fc->b_readable = fc->b_writable = fc->b_rdhup = fc->b_fin = fc->b_err = false;
+		memset(&fc->b, 0, sizeof(fc->b));
 		timer_arm(fc, mxd->conf->front_connect_timeout);
 		return;
 	}
@@ -803,9 +809,11 @@ front_copy(struct front_dir *d, int src, int dst, bool *writable, size_t want)
 
 /* Move what can move in one direction; returns -1 on a fatal error. */
 static int
-front_pump(struct front_conn *fc, struct front_dir *d, int src, int dst, bool *readable,
-    bool *writable, bool rdhup, bool fin)
+front_pump(struct front_conn *fc, struct front_dir *d, int src, int dst,
+    struct front_side *from, struct front_side *to)
 {
+	bool *readable = &from->readable, *writable = &to->writable;
+
 	for (;;) {
 		ssize_t n;
 		int r;
@@ -835,9 +843,9 @@ front_pump(struct front_conn *fc, struct front_dir *d, int src, int dst, bool *r
 				 * spent on it.  After an error, read on until it shows.
 				 */
 				if ((size_t)n < want) {
-					if (!rdhup)
+					if (!from->rdhup)
 						*readable = false;
-					else if (fin)
+					else if (from->fin && !from->err)
 						d->eof = true;
 				} else if (mxd->conf->front_splice && d->pending == 0) {
 					/* Bulk: the kernel moves it from now on. */
@@ -897,10 +905,8 @@ front_client_watch_write(struct front_conn *fc)
 static void
 front_relay(struct front_conn *fc)
 {
-	if (front_pump(fc, &fc->up, fc->cfd, fc->bfd, &fc->c_readable, &fc->b_writable,
-	    fc->c_rdhup, fc->c_fin && !fc->c_err) == -1 ||
-	    front_pump(fc, &fc->down, fc->bfd, fc->cfd, &fc->b_readable, &fc->c_writable,
-	    fc->b_rdhup, fc->b_fin && !fc->b_err) == -1) {
+	if (front_pump(fc, &fc->up, fc->cfd, fc->bfd, &fc->c, &fc->b) == -1 ||
+	    front_pump(fc, &fc->down, fc->bfd, fc->cfd, &fc->b, &fc->c) == -1) {
 		front_close(fc, errno == ECONNRESET || errno == EPIPE ? "reset" : "io_error");
 		return;
 	}
@@ -908,7 +914,7 @@ front_relay(struct front_conn *fc)
 		front_close(fc, "closed");
 		return;
 	}
-	if (!fc->c_writable && !fc->c_watch_write && front_client_watch_write(fc) == -1)
+	if (!fc->c.writable && !fc->c_watch_write && front_client_watch_write(fc) == -1)
 		front_close(fc, "io_error");
 }
 
@@ -934,7 +940,7 @@ front_send_preamble(struct front_conn *fc)
 
 		if (n < 0) {
 			if (errno == EAGAIN) {
-				fc->b_writable = false;
+				fc->b.writable = false;
 				return;
 			}
 			if (errno == EINTR)
@@ -948,7 +954,7 @@ front_send_preamble(struct front_conn *fc)
 		}
 		s->outoff += (size_t)n;
 		if (s->outoff < s->outlen) {
-			fc->b_writable = false;
+			fc->b.writable = false;
 			return;
 		}
 	}
@@ -963,20 +969,26 @@ front_send_preamble(struct front_conn *fc)
 #define FRONT_EV_END (EPOLLRDHUP | EPOLLHUP | EPOLLERR)
 
 static void
-front_backend_io(struct front_conn *fc, uint32_t events)
+front_side_note(struct front_side *s, uint32_t events)
 {
 	if (events & (EPOLLIN | FRONT_EV_END))
-		fc->b_readable = true;
+		s->readable = true;
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-		fc->b_writable = true;
+		s->writable = true;
 	if (events & FRONT_EV_END)
-		fc->b_rdhup = true;
+		s->rdhup = true;
 	if (events & EPOLLRDHUP)
-		fc->b_fin = true;
+		s->fin = true;
 	if (events & EPOLLERR)
-		fc->b_err = true;
+		s->err = true;
+}
+
+static void
+front_backend_io(struct front_conn *fc, uint32_t events)
+{
+	front_side_note(&fc->b, events);
 	if (fc->state == FRONT_ST_CONNECT) {
-		if (fc->b_writable)
+		if (fc->b.writable)
 			front_send_preamble(fc);
 		return;
 	}
@@ -1002,7 +1014,7 @@ front_hello_read(struct front_conn *fc)
 
 		if (n < 0) {
 			if (errno == EAGAIN) {
-				fc->c_readable = false;
+				fc->c.readable = false;
 				return true;
 			}
 			if (errno == EINTR)
@@ -1017,8 +1029,8 @@ front_hello_read(struct front_conn *fc)
 		r = front_hello_feed(fc->hello, buf, (size_t)n, &used);
 		if (r == FRONT_HELLO_MORE) {
 			/* A short read drained the socket: wait for the next edge. */
-			if ((size_t)n < FRONT_READ_SMALL && !fc->c_rdhup) {
-				fc->c_readable = false;
+			if ((size_t)n < FRONT_READ_SMALL && !fc->c.rdhup) {
+				fc->c.readable = false;
 				return true;
 			}
 			continue;
@@ -1052,7 +1064,7 @@ front_hello_read(struct front_conn *fc)
 		 * Further client bytes wait in the socket until the relay starts;
 		 * after a short read there are none yet, and new ones are a new edge.
 		 */
-		fc->c_readable = (size_t)n == FRONT_READ_SMALL || fc->c_rdhup;
+		fc->c.readable = (size_t)n == FRONT_READ_SMALL || fc->c.rdhup;
 		if (routed == 1) {
 			front_enter_state(fc, FRONT_ST_RESOLVE);
 			timer_arm(fc, mxd->conf->front_connect_timeout);
@@ -1073,19 +1085,10 @@ front_hello_read(struct front_conn *fc)
 static void
 front_client_io(struct front_conn *fc, uint32_t events)
 {
-	if (events & (EPOLLIN | FRONT_EV_END))
-		fc->c_readable = true;
-	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-		fc->c_writable = true;
-	if (events & FRONT_EV_END)
-		fc->c_rdhup = true;
-	if (events & EPOLLRDHUP)
-		fc->c_fin = true;
-	if (events & EPOLLERR)
-		fc->c_err = true;
+	front_side_note(&fc->c, events);
 	switch (fc->state) {
 	case FRONT_ST_HELLO:
-		if (fc->c_readable)
+		if (fc->c.readable)
 			front_hello_read(fc);
 		break;
 	case FRONT_ST_RELAY:
@@ -1174,7 +1177,7 @@ front_accept(int fd, struct sockaddr *sa, socklen_t salen, void *arg)
 	fc->started = mx_now_usec();
 	memcpy(&fc->client, sa, salen < sizeof(fc->client) ? salen : sizeof(fc->client));
 	front_hello_init(fc->hello, (size_t)mxd->conf->front_hello_max);
-	fc->c_writable = true;	/* until a write falls short: see front_client_watch_write */
+	fc->c.writable = true;	/* until a write falls short: see front_client_watch_write */
 	evtimer_assign(&fc->ev_timer, mxd->base, front_timer_cb, fc);
 	if (front_watch(fc, fd, false, EPOLLIN, EPOLL_CTL_ADD) == -1) {
 		log_warn("event=front_epoll_ctl_failed id=%08x", fc->id);
@@ -1188,7 +1191,7 @@ front_accept(int fd, struct sockaddr *sa, socklen_t salen, void *arg)
 	 * when the hello is not all here: otherwise the connect timer would
 	 * replace it at once.
 	 */
-	fc->c_readable = true;
+	fc->c.readable = true;
 	if (front_hello_read(fc)) {
 		tv.tv_sec = (time_t)mxd->conf->front_hello_timeout;
 		tv.tv_usec = 0;
